@@ -1,0 +1,48 @@
+"""Small builders for tests: organizations with people in each role."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from core.orgs import service as orgs
+from core.orgs.permissions import Actor
+
+PASSWORD = "correct-horse-42"
+
+
+@dataclass
+class OrgFixture:
+    id: str
+    name: str
+    admin: Actor
+    member: Actor
+    auditor: Actor
+    other_member: Actor
+
+
+def make_org(session: Session, name: str = "Acme", *, now: datetime | None = None) -> OrgFixture:
+    """Create an organization with an admin, two members and an auditor; commit it."""
+    slug = name.lower().replace(" ", "-")
+    with session.begin():
+        org, admin = orgs.create_organization(
+            session, name, f"admin@{slug}.test", PASSWORD, now=now
+        )
+        admin_actor = Actor.user(admin.id, admin.email)
+        people = {}
+        for role, local in [("member", "member"), ("auditor", "auditor"), ("member", "member2")]:
+            m = orgs.add_member(
+                session,
+                org.id,
+                admin_actor,
+                f"{local}@{slug}.test",
+                role,
+                password=PASSWORD,
+                now=now,
+            )
+            people[local] = Actor.user(m.user_id, m.user.email)
+    return OrgFixture(
+        org.id, org.name, admin_actor, people["member"], people["auditor"], people["member2"]
+    )
