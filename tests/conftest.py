@@ -39,6 +39,17 @@ def _pg_admin() -> Engine | None:
     return engine
 
 
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real argon2id, with the library's cheapest parameters so tests stay fast."""
+    from argon2 import PasswordHasher
+    from argon2.profiles import CHEAPEST
+
+    from core.orgs import service
+
+    monkeypatch.setattr(service, "_hasher", PasswordHasher.from_parameters(CHEAPEST))
+
+
 @pytest.fixture(scope="session")
 def pg_database_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, migrated to the newest schema."""
