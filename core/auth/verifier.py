@@ -12,13 +12,15 @@ which `poll_changes` follows (the HTTP service polls it in the background).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import math
+import re
+import secrets
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from hashlib import sha256
 from typing import Any
 
 from sqlalchemy import Engine, event, func, select
@@ -34,9 +36,50 @@ from core.auth.contract import (
 from core.keys import format as keyformat
 from core.keys.models import ApiKey, KeyChange
 
-# (key_id, org_id, key_name, expires_ts, dead_ts); key_id None marks an unknown key.
-_Entry = tuple[str | None, str | None, str | None, float, float]
-_UNKNOWN: _Entry = (None, None, None, math.inf, math.inf)
+
+class _Entry:
+    """A cached key: its verdicts prebuilt, and the moments they change."""
+
+    __slots__ = (
+        "dead",
+        "expired",
+        "expires_ts",
+        "key_hash",
+        "revoked",
+        "revoked_ts",
+        "usable_until",
+        "valid",
+    )
+
+    def __init__(
+        self,
+        key_id: str,
+        org_id: str,
+        name: str,
+        key_hash: str,
+        expires_ts: float,
+        revoked_ts: float,
+    ) -> None:
+        self.key_hash = key_hash
+        self.expires_ts = expires_ts
+        self.revoked_ts = revoked_ts
+        self.usable_until = min(expires_ts, revoked_ts)
+        self.valid = Verdict(Code.VALID, key_id, org_id, name)
+        self.expired = Verdict(Code.KEY_EXPIRED, key_id, org_id, name)
+        self.revoked = Verdict(Code.KEY_REVOKED, key_id, org_id, name)
+
+    def at(self, now: float) -> Verdict:
+        if now < self.usable_until:
+            return self.valid
+        return self.revoked if now >= self.revoked_ts else self.expired
+
+
+_UNKNOWN = None  # cached marker for a well-formed key that is not in the database
+_MISSING = object()
+# The common header, matched in one step; anything else takes the full parser.
+_FAST_HEADER = re.compile(
+    r"[ \t]{0,8}(?i:x-api-key) {1,7}([A-Za-z0-9_]{1,256})[ \t]{0,8}", re.ASCII
+)
 
 _verifiers: weakref.WeakSet[Verifier] = weakref.WeakSet()
 _LOOKUP = select(
@@ -45,7 +88,11 @@ _LOOKUP = select(
 
 
 class Verifier:
-    """Verify keys for one process. Thread-safe; share one per process and engine."""
+    """Verify keys for one process. Thread-safe; share one per process and engine.
+
+    The cache is keyed by SHA-256 of a per-process random salt and the key, so it holds
+    no key in clear; the database is looked up by HMAC-SHA256(pepper, key).
+    """
 
     def __init__(
         self,
@@ -59,7 +106,9 @@ class Verifier:
         self._pepper = pepper
         self._clock = clock
         self._max_entries = max_entries
-        self._cache: dict[bytes, _Entry] = {}
+        self._salt = secrets.token_bytes(32)
+        self._cache: dict[bytes, _Entry | None] = {}
+        self._by_hash: dict[str, bytes] = {}
         self._generation = 0
         self._feed_position: int | None = None
         self._feed_lock = threading.Lock()
@@ -71,6 +120,10 @@ class Verifier:
         self, authorization: HeaderValues, x_api_key: HeaderValues = None
     ) -> Verdict:
         """Return the Verdict for a request's Authorization and X-API-Key header values."""
+        if x_api_key is None and type(authorization) is str:
+            match = _FAST_HEADER.fullmatch(authorization)
+            if match is not None:
+                return self.verify_key(match.group(1))
         found = extract_key(authorization, x_api_key)
         if isinstance(found, Verdict):
             return found
@@ -78,51 +131,61 @@ class Verifier:
 
     def verify_key(self, key: str) -> Verdict:
         """Return the Verdict for a bare key. Never raises for any string input."""
-        digest = hmac.digest(self._pepper, key.encode(), hashlib.sha256)
-        entry = self._cache.get(digest)
-        if entry is None:
+        cache_key = sha256(self._salt + key.encode()).digest()
+        entry = self._cache.get(cache_key, _MISSING)
+        if entry is _MISSING:
             if not keyformat.has_valid_shape(key):
                 return INVALID
-            entry = self._lookup(digest)
-        key_id, org_id, name, expires_ts, dead_ts = entry
-        if key_id is None:
+            entry = self._lookup(cache_key, key)
+        if entry is None:
             return INVALID
-        now = self._clock()
-        if now >= dead_ts:
-            return Verdict(Code.KEY_REVOKED, key_id, org_id, name)
-        if now >= expires_ts:
-            return Verdict(Code.KEY_EXPIRED, key_id, org_id, name)
-        return Verdict(Code.VALID, key_id, org_id, name)
+        return entry.at(self._clock())  # type: ignore[union-attr]
 
     # -- cold lookups and invalidation -------------------------------------------------
 
-    def _lookup(self, digest: bytes) -> _Entry:
+    def _lookup(self, cache_key: bytes, key: str) -> _Entry | None:
         generation = self._generation
-        hex_digest = digest.hex()
+        key_hash = keyformat.hash_key(key, self._pepper)
         with self._engine.connect() as conn:
-            row = conn.execute(_LOOKUP.where(ApiKey.key_hash == hex_digest)).first()
-        if row is None or not hmac.compare_digest(row.key_hash, hex_digest):
+            row = conn.execute(_LOOKUP.where(ApiKey.key_hash == key_hash)).first()
+        entry: _Entry | None
+        if row is None or not hmac.compare_digest(row.key_hash, key_hash):
             entry = _UNKNOWN
         else:
-            expires_ts = row.expires_at.timestamp()
-            dead_ts = row.revoked_at.timestamp() if row.revoked_at is not None else math.inf
-            entry = (row.id, row.org_id, row.name, expires_ts, dead_ts)
+            revoked_ts = row.revoked_at.timestamp() if row.revoked_at is not None else math.inf
+            entry = _Entry(
+                row.id, row.org_id, row.name, key_hash, row.expires_at.timestamp(), revoked_ts
+            )
         if generation == self._generation:
             if len(self._cache) >= self._max_entries:
-                self._cache.pop(next(iter(self._cache)), None)
-            self._cache[digest] = entry
+                self._evict_one()
+            self._cache[cache_key] = entry
+            if entry is not None:
+                self._by_hash[key_hash] = cache_key
         return entry
 
+    def _evict_one(self) -> None:
+        try:
+            oldest = next(iter(self._cache))
+            entry = self._cache.pop(oldest)
+        except (StopIteration, KeyError, RuntimeError):
+            return
+        if entry is not None:
+            self._by_hash.pop(entry.key_hash, None)
+
     def invalidate(self, key_hashes: Iterable[str]) -> None:
-        """Drop these keys (hex hashes) from the cache; in-flight lookups will not re-add them."""
+        """Drop these keys (hex HMACs) from the cache; in-flight lookups will not re-add them."""
         self._generation += 1
         for key_hash in key_hashes:
-            self._cache.pop(bytes.fromhex(key_hash), None)
+            cache_key = self._by_hash.pop(key_hash, None)
+            if cache_key is not None:
+                self._cache.pop(cache_key, None)
 
     def clear(self) -> None:
         """Drop every cached entry (the next verification of each key is a cold lookup)."""
         self._generation += 1
         self._cache.clear()
+        self._by_hash.clear()
 
     def poll_changes(self) -> int:
         """Apply key changes other processes committed since the last poll; return how many."""
