@@ -19,14 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy.orm import Session  # noqa: E402
+from sqlalchemy.orm import Session
 
-from core.auth.verifier import Verifier  # noqa: E402
-from core.config import Settings  # noqa: E402
-from core.db import connect, make_engine  # noqa: E402
-from core.keys import service as keys  # noqa: E402
-from core.orgs import service as orgs  # noqa: E402
-from core.orgs.permissions import Actor  # noqa: E402
+from core.auth.verifier import Verifier
+from core.config import Settings
+from core.db import connect, make_engine
+from core.keys import service as keys
+from core.orgs import service as orgs
+from core.orgs.permissions import Actor
 
 
 def throughput(fn: Callable[[], object], n: int, rounds: int = 5) -> float:
@@ -65,8 +65,9 @@ def main() -> None:
     settings = Settings(data_dir=tmp, database_url=url, pepper_override="bench-pepper-0123456789")
     engine = connect(settings)
     with Session(engine) as s, s.begin():
-        org, admin = orgs.create_organization(s, f"Bench {time.time_ns()}", "bench@example.com",
-                                              "bench-passw0rd!")
+        org, admin = orgs.create_organization(
+            s, f"Bench {time.time_ns()}", "bench@example.com", "bench-passw0rd!"
+        )
         actor = Actor.user(admin.id, admin.email)
         for i in range(999):  # a realistic table, not a single row
             keys.create_key(s, org.id, actor, name=f"k{i}", expires=90, pepper=settings.pepper)
@@ -95,8 +96,10 @@ def main() -> None:
     base_p50, base_p99 = latencies(floor, n)
     print(f"backend: {engine.dialect.name}; {n:,} calls per round, median of 5 rounds")
     print(f"{'path':<28}{'verifs/s':>12}{'p50 µs':>10}{'p99 µs':>10}{'floor ×':>10}")
-    print(f"{'sha256 floor (baseline)':<28}{base_rate:>12,.0f}{base_p50:>10.2f}{base_p99:>10.2f}"
-          f"{1.0:>10.1f}")
+    print(
+        f"{'sha256 floor (baseline)':<28}{base_rate:>12,.0f}{base_p50:>10.2f}{base_p99:>10.2f}"
+        f"{1.0:>10.1f}"
+    )
     for name, fn, count in [
         ("cached valid key", cached, n),
         ("bad checksum", bad_checksum, n),

@@ -21,7 +21,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from hashlib import sha256
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
@@ -139,7 +139,7 @@ class Verifier:
             entry = self._lookup(cache_key, key)
         if entry is None:
             return INVALID
-        return entry.at(self._clock())  # type: ignore[union-attr]
+        return cast(_Entry, entry).at(self._clock())
 
     # -- cold lookups and invalidation -------------------------------------------------
 
