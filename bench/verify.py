@@ -1,6 +1,6 @@
 """Key verification speed: cached, cold and bad-checksum paths against the SHA-256 floor.
 
-    python bench/verify.py [--quick] [--database-url URL]
+    python bench/verify.py [--quick] [--postgres [ADMIN_URL]]
 
 Prints verifications per second (one core, one thread) and p50/p99 latency per call for
 each path, beside a bare hashlib.sha256 of the key measured in the same run.
@@ -9,16 +9,19 @@ each path, beside a bare hashlib.sha256 of the key measured in the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 from core.auth.verifier import Verifier
@@ -55,13 +58,41 @@ def latencies(fn: Callable[[], object], n: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
-    parser.add_argument("--database-url", help="default: a temporary SQLite file")
+    parser.add_argument(
+        "--postgres",
+        metavar="ADMIN_URL",
+        nargs="?",
+        const="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+        help="run on a temporary PostgreSQL database created through ADMIN_URL",
+    )
     args = parser.parse_args()
     n = 20_000 if args.quick else 200_000
     n_cold = 500 if args.quick else 5_000
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-verify-"))
-    url = args.database_url or f"sqlite:///{tmp / 'bench.db'}"
+    if args.postgres:
+        with temporary_pg_database(args.postgres) as url:
+            run(url, tmp, n, n_cold)
+    else:
+        run(f"sqlite:///{tmp / 'bench.db'}", tmp, n, n_cold)
+
+
+@contextlib.contextmanager
+def temporary_pg_database(admin_url: str) -> Iterator[str]:
+    """Create a scratch database for the run and drop it afterwards."""
+    name = f"bench_verify_{os.getpid()}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def run(url: str, tmp: Path, n: int, n_cold: int) -> None:
     settings = Settings(data_dir=tmp, database_url=url, pepper_override="bench-pepper-0123456789")
     engine = connect(settings)
     with Session(engine) as s, s.begin():
