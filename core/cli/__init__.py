@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.cli import audit as audit_cli
+from core.cli import demo as demo_cli
 from core.cli import keys as keys_cli
 from core.cli import orgs as orgs_cli
 from core.cli._common import CommandError
 from core.errors import CoreError
 
-COMMAND_MODULES = [orgs_cli, keys_cli, audit_cli]
+COMMAND_MODULES = [orgs_cli, keys_cli, audit_cli, demo_cli]
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2

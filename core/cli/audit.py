@@ -1,4 +1,4 @@
-"""`audit verify|export`."""
+"""`audit verify|export`: export as csv, jsonl, parquet or a PDF report."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+from core.audit import reports
 from core.audit import service as audit
 from core.cli._common import CommandError, actor, add_json_flag, print_json, session
 from core.orgs import service as orgs
@@ -31,7 +32,7 @@ def register(sub: Any) -> None:
 
     p = group.add_parser("export", help="write the audit log to a file")
     p.add_argument("--org", required=True)
-    p.add_argument("--format", required=True, choices=audit.EXPORT_FORMATS)
+    p.add_argument("--format", required=True, choices=reports.FORMATS)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--since", type=_day, help="first day included (YYYY-MM-DD, UTC)")
     p.add_argument("--until", type=_day, help="last day included (YYYY-MM-DD, UTC)")
@@ -73,7 +74,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     with session() as s:
         org = orgs.org_by_name(s, args.org)
-        n = audit.export_events(s, org.id, actor(s, args.by), args.format, args.out, filters)
+        n = reports.export(s, org.id, actor(s, args.by), args.format, args.out, filters)
     if args.json:
         print_json({"events": n, "path": str(args.out), "format": args.format})
     else:
