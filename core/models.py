@@ -1,7 +1,20 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
+from core.alerts.models import Alert
 from core.audit.models import AuditEvent
 from core.keys.models import ApiKey, KeyChange
 from core.orgs.models import Membership, Organization, User
+from core.webhooks.models import WebhookAttempt, WebhookEndpoint, WebhookMessage
 
-__all__ = ["ApiKey", "AuditEvent", "KeyChange", "Membership", "Organization", "User"]
+__all__ = [
+    "Alert",
+    "ApiKey",
+    "AuditEvent",
+    "KeyChange",
+    "Membership",
+    "Organization",
+    "User",
+    "WebhookAttempt",
+    "WebhookEndpoint",
+    "WebhookMessage",
+]

@@ -1,0 +1,281 @@
+"""Webhook delivery: deliveries/s and commit-to-receipt latency, 1 and 4 workers, PostgreSQL.
+
+    python bench/webhooks.py [--quick] [--pg postgresql+psycopg://postgres@127.0.0.1/postgres]
+
+A receiver (a separate process, answering 200 at once) gets:
+  1. bare POSTs of the same body from aiohttp and from httpx.AsyncClient (64 in flight)
+     — the baseline, and the measurement that chose aiohttp for the dispatcher;
+  2. webhooks through the outbox with 1 and then 4 `python -m core worker` processes:
+     a burst of N events made due by one commit (throughput: that commit → last receipt),
+     then a paced stream (commit → receipt p50/p99 when the receiver answers at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, bench/ comes first on the path, and bench/http.py would shadow http.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+from sqlalchemy import create_engine, func, select, text, update  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
+
+from core import webhooks  # noqa: E402
+from core.config import Settings  # noqa: E402
+from core.db import make_engine, migrate  # noqa: E402
+from core.events import register_event_type  # noqa: E402
+from core.orgs import service as orgs  # noqa: E402
+from core.orgs.permissions import Actor  # noqa: E402
+from core.webhooks import emit  # noqa: E402
+from core.webhooks.config import WebhookConfig  # noqa: E402
+from core.webhooks.models import MessageStatus, WebhookMessage  # noqa: E402
+
+EVENT = register_event_type("bench.tick", "benchmark event")
+BODY = json.dumps({"id": "evt_x", "type": EVENT, "data": {"n": 1, "pad": "x" * 200}}).encode()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def bare_posts(client_name: str, url: str, n: int, concurrency: int = 64) -> float:
+    sem = asyncio.Semaphore(concurrency)
+    if client_name == "aiohttp":
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+
+            async def one() -> None:
+                async with sem, session.post(url, data=BODY) as resp:
+                    await resp.read()
+
+            start = time.perf_counter()
+            await asyncio.gather(*(one() for _ in range(n)))
+            return n / (time.perf_counter() - start)
+    import httpx
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits) as client:
+
+        async def one_httpx() -> None:
+            async with sem:
+                resp = await client.post(url, content=BODY)
+                resp.read()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one_httpx() for _ in range(n)))
+        return n / (time.perf_counter() - start)
+
+
+def wait_delivered(engine, ids: set[str], timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with Session(engine) as s:
+            left = s.execute(
+                select(func.count()).where(WebhookMessage.status != MessageStatus.DELIVERED)
+            ).scalar_one()
+        if left == 0:
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"timed out with {left} messages undelivered")
+
+
+def produce(
+    engine, org_id: str, n: int, batch: int, rate: float | None, hold: bool = False
+) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Commit n events in transactions of `batch`; return message id -> commit time.
+
+    With `hold`, the messages are written due in an hour; `release` makes them due at once.
+    """
+    later = datetime.now(UTC) + timedelta(hours=1) if hold else None
+    commits: dict[str, float] = {}
+    start = time.perf_counter()
+    sent = 0
+    while sent < n:
+        if rate:
+            due = start + sent / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        with Session(engine) as s, s.begin():
+            ids = [
+                mid
+                for i in range(min(batch, n - sent))
+                for mid in emit(s, org_id, EVENT, {"n": sent + i, "pad": "x" * 200}, now=later)
+            ]
+        at = time.time()
+        commits.update(dict.fromkeys(ids, at))
+        sent += batch
+    return commits
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """Return the user+system CPU seconds used so far by these processes (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def release(engine) -> float:  # type: ignore[no-untyped-def]
+    """Make every held message due now; return the commit time."""
+    with Session(engine) as s, s.begin():
+        s.execute(
+            update(WebhookMessage)
+            .where(WebhookMessage.status == MessageStatus.PENDING)
+            .values(next_attempt_at=datetime.now(UTC))
+        )
+    return time.time()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    burst = 1000 if args.quick else 4000
+    paced_seconds = 3 if args.quick else 8
+    bare_n = 2000 if args.quick else 6000
+
+    name = f"bench_webhooks_{secrets.token_hex(3)}"
+    admin = create_engine(args.pg, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    url = args.pg.rsplit("/", 1)[0] + "/" + name
+    tmp = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
+    receipts_path = tmp / "receipts.jsonl"
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "tests._webhook_receiver", str(receipts_path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        assert receiver.stdout is not None
+        port = int(receiver.stdout.readline().split()[1])
+        hook = f"http://127.0.0.1:{port}/hook"
+        engine = make_engine(url)
+        migrate(engine)
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "INTEGRATION_DATA_DIR": str(tmp),
+            "INTEGRATION_WEBHOOK_ALLOW_HTTP": "1",
+            "INTEGRATION_WEBHOOK_ALLOW_PRIVATE": "1",
+            "INTEGRATION_WEBHOOK_ENDPOINT_CONCURRENCY": os.environ.get(
+                "INTEGRATION_WEBHOOK_ENDPOINT_CONCURRENCY", "16"
+            ),
+        }
+        config = WebhookConfig.from_env(Settings(data_dir=tmp, database_url=url), env)
+        with Session(engine) as s, s.begin():
+            org, user = orgs.create_organization(s, "Bench", "bench@bench.test", "bench-passw0rd")
+            webhooks.create_endpoint(
+                s, org.id, Actor.user(user.id, user.email), url=hook, events=EVENT, config=config
+            )
+            org_id = org.id
+
+        print(f"PostgreSQL, {os.cpu_count()} cores shared with the receiver and producer")
+        rates = {c: asyncio.run(bare_posts(c, hook, bare_n)) for c in ("aiohttp", "httpx")}
+        for c, r in rates.items():
+            print(f"bare POSTs {c:8s} {r:8.0f} req/s")
+        baseline = rates["aiohttp"]
+
+        results = []
+        for n_workers in (1, 4):
+            workers = [
+                subprocess.Popen([sys.executable, "-m", "core", "worker"], cwd=ROOT, env=env)
+                for _ in range(n_workers)
+            ]
+            time.sleep(2.5)  # workers start, migrate-check and begin polling
+            burst_ids = produce(engine, org_id, burst, 500, None, hold=True)
+            groups = {
+                "workers": [w.pid for w in workers],
+                "receiver": [receiver.pid],
+                "postgres": postgres_pids(),
+            }
+            cpu0 = {k: cpu_seconds(v) for k, v in groups.items()}
+            t0 = release(engine)
+            wait_delivered(engine, set(burst_ids), 120)
+            cpu_ms = {k: (cpu_seconds(v) - cpu0[k]) * 1000 / burst for k, v in groups.items()}
+            paced_rate = 200 if n_workers == 1 else 400
+            paced = produce(engine, org_id, int(paced_rate * paced_seconds), 10, paced_rate)
+            wait_delivered(engine, set(paced), 60)
+            for w in workers:
+                w.send_signal(signal.SIGTERM)
+            for w in workers:
+                w.wait(30)
+            workers = []
+            results.append((n_workers, t0, burst_ids, paced, cpu_ms))
+
+        receiver.send_signal(signal.SIGTERM)
+        receiver.wait(30)
+        receipts: dict[str, float] = {}
+        duplicates = 0
+        for line in receipts_path.read_text().splitlines():
+            row = json.loads(line)
+            if row["id"] is None:
+                continue  # a bare POST
+            if row["id"] in receipts:
+                duplicates += 1
+            receipts.setdefault(row["id"], row["at"])
+        print(
+            f"\n{'workers':>7} {'deliveries/s':>12} {'× bare':>7} {'burst p50 s':>11} "
+            f"{'paced p50 ms':>12} {'paced p99 ms':>12}  CPU ms per delivery"
+        )
+        for n_workers, t0, burst_ids, paced, cpu_ms in results:
+            last = max(receipts[m] for m in burst_ids)
+            rate = len(burst_ids) / (last - t0)
+            burst_lat = [receipts[m] - t0 for m in burst_ids]
+            lat = [(receipts[m] - c) * 1000 for m, c in paced.items()]
+            print(
+                f"{n_workers:7d} {rate:12.0f} {rate / baseline:7.2f} "
+                f"{statistics.median(burst_lat):11.2f} {statistics.median(lat):12.1f} "
+                f"{pct(lat, 0.99):12.1f}  " + ", ".join(f"{k} {v:.2f}" for k, v in cpu_ms.items())
+            )
+        print(
+            f"duplicates: {duplicates}; burst of {burst} events, paced stream "
+            f"{paced_seconds}s at 200/s (1 worker) and 400/s (4 workers)"
+        )
+    finally:
+        for w in workers:
+            w.kill()
+        if receiver.poll() is None:
+            receiver.kill()
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,342 @@
+"""One delivery attempt: sign, POST with timeouts and no redirects, classify, record.
+
+Any 2xx is success; everything else (3xx included) is a failure retried on the schedule
+with ±20% jitter. A 429 or 503 with Retry-After sets the next delay (bounded), a 410 Gone
+disables the endpoint at once. The response body is read up to a cap and kept as a
+short excerpt (non-UTF-8 bytes replaced).
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import aiohttp
+from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.orm import Session
+
+from core.webhooks import egress, health, signing
+from core.webhooks.config import WebhookConfig
+from core.webhooks.models import MessageStatus, WebhookAttempt, WebhookEndpoint, WebhookMessage
+
+JITTER = 0.2
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed message with what is needed to send it (secrets decrypted, never logged)."""
+
+    message_id: str
+    endpoint_id: str
+    url: str
+    body: str
+    schedule_step: int
+    attempt_count: int
+    secrets: tuple[str, ...]
+    trigger: str = "scheduled"
+
+    def __repr__(self) -> str:
+        return f"Job(message_id={self.message_id!r}, endpoint_id={self.endpoint_id!r})"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    attempted_at: datetime
+    success: bool
+    latency_ms: float
+    status_code: int | None = None
+    excerpt: str | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    gone: bool = False
+
+
+def make_client(config: WebhookConfig, limit: int = 0) -> aiohttp.ClientSession:
+    """Return an aiohttp session whose connections pass the egress guard."""
+    connector = aiohttp.TCPConnector(
+        resolver=egress.GuardedResolver(config.allow_private),
+        limit=limit,
+        ttl_dns_cache=10,
+    )
+    timeout = aiohttp.ClientTimeout(total=config.total_timeout, sock_connect=config.connect_timeout)
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeout, trust_env=False, auto_decompress=False
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _literal_refusal(url: str) -> tuple[str, str] | None:
+    """Return (host, reason) if the URL's host is an IP literal that may not be reached."""
+    host = urlsplit(url).hostname or ""
+    literal = egress.literal_address(host)
+    reason = egress.refusal_reason(literal) if literal is not None else None
+    return (host, reason) if reason else None
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Return the seconds a Retry-After header asks for (seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - now).total_seconds())
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
+    chunks: list[bytes] = []
+    size = 0
+    while size <= cap:
+        chunk = await resp.content.read(cap + 1 - size)
+        if not chunk:
+            return b"".join(chunks), False
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)[:cap], True
+
+
+def _excerpt(raw: bytes, truncated: bool, config: WebhookConfig) -> str:
+    text = raw.decode("utf-8", errors="replace")
+    if len(text) > config.excerpt_chars:
+        text, truncated = text[: config.excerpt_chars], True
+    return text + (" [truncated]" if truncated else "")
+
+
+def _error_text(exc: BaseException, config: WebhookConfig) -> str:
+    refused = egress.describe(exc)
+    if refused:
+        return refused
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return f"connect timed out after {config.connect_timeout:g}s"
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return f"timed out after {config.total_timeout:g}s"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the receiver closed the connection without a response"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, aiohttp.ClientOSError | ConnectionResetError):
+        return f"connection reset: {getattr(exc, 'strerror', None) or exc}"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the response was cut off"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"malformed response: {exc.message}"[:500]
+    return f"delivery failed ({type(exc).__name__})"
+
+
+async def send(
+    client: aiohttp.ClientSession, job: Job, config: WebhookConfig, now: datetime
+) -> Outcome:
+    """POST one signed message; return the outcome (this never raises for network trouble)."""
+    start = time.perf_counter()
+
+    def elapsed() -> float:
+        return round((time.perf_counter() - start) * 1000, 2)
+
+    body = job.body.encode()
+    try:
+        refused = None if config.allow_private else _literal_refusal(job.url)
+        if refused is not None:
+            raise egress.EgressRefused(*refused)
+        headers = signing.headers(list(job.secrets), job.message_id, int(now.timestamp()), body)
+        async with client.post(job.url, data=body, headers=headers, allow_redirects=False) as resp:
+            raw, truncated = await _read_capped(resp, config.max_response_bytes)
+            status = resp.status
+            excerpt = _excerpt(raw, truncated, config)
+            retry_after = None
+            if status in (429, 503):
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"), now)
+            error = None
+            if 300 <= status < 400:
+                location = resp.headers.get("Location", "")[:200]
+                error = f"redirect ({status}) not followed" + (
+                    f" to {location}" if location else ""
+                )
+            elif not 200 <= status < 300:
+                error = f"HTTP {status}"
+            return Outcome(
+                now,
+                200 <= status < 300,
+                elapsed(),
+                status,
+                excerpt,
+                error,
+                retry_after,
+                gone=status == 410,
+            )
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+        return Outcome(now, False, elapsed(), error=_error_text(exc, config)[:500])
+
+
+def next_delay(
+    step: int, outcome: Outcome, config: WebhookConfig, rng: random.Random
+) -> float | None:
+    """Return seconds until the next attempt after attempt number `step`, or None (give up)."""
+    if step + 1 >= len(config.retry_schedule):
+        return None
+    if outcome.retry_after is not None:
+        return min(max(outcome.retry_after, 1.0), config.retry_after_max)
+    base = config.retry_schedule[step + 1]
+    return base * rng.uniform(1 - JITTER, 1 + JITTER)
+
+
+def record(
+    session: Session,
+    results: list[tuple[Job, Outcome]],
+    config: WebhookConfig,
+    rng: random.Random | None = None,
+    *,
+    retry: bool = True,
+) -> int:
+    """Write the attempts and message states of `results`; update endpoint health.
+
+    Messages deleted meanwhile (with their endpoint) are skipped. Return how many were
+    recorded. With `retry` False (a test send) a failure is final.
+    """
+    if not results:
+        return 0
+    rng = rng or random.Random()
+    delivered = [(j, o) for j, o in results if o.success]
+    existing: set[str] = set()
+    if delivered:
+        # The common case in one statement: every success gets the same new state.
+        existing.update(
+            session.execute(
+                update(WebhookMessage)
+                .where(WebhookMessage.id.in_([j.message_id for j, _ in delivered]))
+                .values(
+                    status=MessageStatus.DELIVERED,
+                    next_attempt_at=None,
+                    attempt_count=WebhookMessage.attempt_count + 1,
+                    last_attempt_at=max(o.attempted_at for _, o in delivered),
+                    last_error=None,
+                )
+                .returning(WebhookMessage.id)
+                .execution_options(synchronize_session=False)
+            ).scalars()
+        )
+    failed = [(j, o) for j, o in results if not o.success]
+    if failed:
+        existing.update(
+            session.execute(
+                select(WebhookMessage.id).where(
+                    WebhookMessage.id.in_([j.message_id for j, _ in failed])
+                )
+            ).scalars()
+        )
+        updates: list[dict[str, Any]] = []
+        for job, out in failed:
+            if job.message_id not in existing:
+                continue
+            delay = (
+                None if (out.gone or not retry) else next_delay(job.schedule_step, out, config, rng)
+            )
+            updates.append(
+                {
+                    "b_id": job.message_id,
+                    "status": MessageStatus.FAILED if delay is None else MessageStatus.PENDING,
+                    "next_attempt_at": None
+                    if delay is None
+                    else out.attempted_at + timedelta(seconds=delay),
+                    "schedule_step": job.schedule_step + 1,
+                    "attempt_count": job.attempt_count + 1,
+                    "last_attempt_at": out.attempted_at,
+                    "last_error": out.error,
+                }
+            )
+        if updates:
+            updates.sort(key=lambda u: str(u["b_id"]))
+            table = cast(Table, WebhookMessage.__table__)
+            # Only a message still pending takes a failure: if its lease ran out and another
+            # worker delivered it meanwhile, that success stands.
+            session.execute(
+                update(table)
+                .where(table.c.id == bindparam("b_id"), table.c.status == MessageStatus.PENDING)
+                .values({k: bindparam(k) for k in updates[0] if k != "b_id"}),
+                updates,
+            )
+    results = [(j, o) for j, o in results if j.message_id in existing]
+    if not results:
+        return 0
+    session.execute(
+        insert(WebhookAttempt),
+        [
+            {
+                "message_id": job.message_id,
+                "endpoint_id": job.endpoint_id,
+                "attempted_at": out.attempted_at,
+                "success": out.success,
+                "status_code": out.status_code,
+                "latency_ms": out.latency_ms,
+                "response_excerpt": out.excerpt,
+                "error": out.error,
+                "trigger": job.trigger,
+            }
+            for job, out in results
+        ],
+    )
+    _update_health(session, results, config)
+    return len(results)
+
+
+def _update_health(
+    session: Session, results: list[tuple[Job, Outcome]], config: WebhookConfig
+) -> None:
+    latest: dict[str, Outcome] = {}
+    gone: set[str] = set()
+    for job, out in results:
+        if out.gone:
+            gone.add(job.endpoint_id)
+        seen = latest.get(job.endpoint_id)
+        if seen is None or out.attempted_at >= seen.attempted_at:
+            latest[job.endpoint_id] = out
+    for endpoint_id in sorted(latest):
+        out = latest[endpoint_id]
+        failing_since = session.execute(
+            select(WebhookEndpoint.failing_since).where(WebhookEndpoint.id == endpoint_id)
+        ).scalar()
+        if out.success and endpoint_id not in gone and failing_since is None:
+            # Fast path, no row lock: healthy endpoints are touched at most once a second.
+            session.execute(
+                update(WebhookEndpoint)
+                .where(
+                    WebhookEndpoint.id == endpoint_id,
+                    WebhookEndpoint.failing_since.is_(None),
+                    (WebhookEndpoint.last_success_at.is_(None))
+                    | (WebhookEndpoint.last_success_at < out.attempted_at - timedelta(seconds=1)),
+                )
+                .values(last_success_at=out.attempted_at)
+                .execution_options(synchronize_session=False)
+            )
+            continue
+        endpoint = session.execute(
+            select(WebhookEndpoint)
+            .where(WebhookEndpoint.id == endpoint_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).scalar()
+        if endpoint is None:
+            continue
+        if endpoint_id in gone:
+            health.disable(session, endpoint, "the receiver answered 410 Gone", out.attempted_at)
+            continue
+        health.apply_outcome(
+            session,
+            endpoint,
+            out.success,
+            out.attempted_at,
+            failing_after=config.failing_after,
+            disable_after=config.disable_after,
+        )
+    session.flush()

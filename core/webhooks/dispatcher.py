@@ -1,0 +1,317 @@
+"""The dispatcher: claims due messages, sends them concurrently, records every attempt.
+
+Claiming takes due rows with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (SQLite serializes
+writers with BEGIN IMMEDIATE) and pushes their `next_attempt_at` one lease ahead, so any
+number of workers can run side by side and a worker killed at any moment only delays its
+messages by the lease: they are claimed again and redelivered with the same `webhook-id`.
+Each worker bounds its in-flight requests per endpoint, so one slow receiver cannot take
+every slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import threading
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+
+import aiohttp
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
+
+from core.clock import utcnow
+from core.errors import ValidationError
+from core.webhooks import delivery, signing
+from core.webhooks.config import WebhookConfig
+from core.webhooks.delivery import Job, Outcome
+from core.webhooks.models import MessageStatus, WebhookEndpoint, WebhookMessage
+
+log = logging.getLogger("core.webhooks.dispatcher")
+Clock = Callable[[], datetime]
+
+
+def live_secrets(endpoint: WebhookEndpoint, key: bytes, now: datetime) -> tuple[str, ...]:
+    """Return the endpoint's decrypted secrets that still sign at `now`, newest first."""
+    out = []
+    for item in (endpoint.secrets or {}).get("secrets", []):
+        expires = item.get("expires_at")
+        if expires is not None and datetime.fromisoformat(expires) <= now:
+            continue
+        out.append(signing.decrypt(key, item["ciphertext"], endpoint.id))
+    return tuple(out)
+
+
+def claim(
+    session: Session,
+    config: WebhookConfig,
+    now: datetime,
+    limit: int,
+    busy: dict[str, int] | None = None,
+    per_endpoint: int | None = None,
+) -> list[Job]:
+    """Lease up to `limit` due messages (skipping rows other workers hold); return the jobs.
+
+    `busy` maps endpoint ids to this worker's unfinished jobs: an endpoint holding
+    `per_endpoint` of them (default: its concurrency bound) gets no new ones. Messages of
+    disabled endpoints are failed.
+    """
+    busy = busy or {}
+    per_endpoint = per_endpoint or config.endpoint_concurrency
+    saturated = [e for e, n in busy.items() if n >= per_endpoint]
+    query = (
+        select(
+            WebhookMessage.id,
+            WebhookMessage.endpoint_id,
+            WebhookMessage.body,
+            WebhookMessage.schedule_step,
+            WebhookMessage.attempt_count,
+        )
+        .where(WebhookMessage.status == MessageStatus.PENDING)
+        .where(WebhookMessage.next_attempt_at <= now)
+        .order_by(WebhookMessage.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if saturated:
+        query = query.where(WebhookMessage.endpoint_id.not_in(saturated))
+    rows = session.execute(query).all()
+    if not rows:
+        return []
+    endpoints = {
+        e.id: e
+        for e in session.execute(
+            select(WebhookEndpoint).where(WebhookEndpoint.id.in_({r.endpoint_id for r in rows}))
+        ).scalars()
+    }
+    quota = Counter(busy)
+    jobs: list[Job] = []
+    dead: dict[str, list[str]] = {}  # reason -> message ids failed for good
+    secrets: dict[str, tuple[str, ...] | str] = {}
+    for row in rows:
+        endpoint = endpoints.get(row.endpoint_id)
+        if endpoint is None or not endpoint.enabled:
+            dead.setdefault("endpoint disabled", []).append(row.id)
+            continue
+        if quota[row.endpoint_id] >= per_endpoint:
+            continue  # left for a later claim; the row lock ends with this transaction
+        if row.endpoint_id not in secrets:
+            try:
+                secrets[row.endpoint_id] = live_secrets(endpoint, config.secret_key, now)
+            except ValidationError as exc:  # the configured key changed: say so, go on
+                secrets[row.endpoint_id] = exc.message
+        signing_keys = secrets[row.endpoint_id]
+        if isinstance(signing_keys, str):
+            dead.setdefault(signing_keys, []).append(row.id)
+            continue
+        quota[row.endpoint_id] += 1
+        jobs.append(
+            Job(
+                row.id,
+                row.endpoint_id,
+                endpoint.url,
+                row.body,
+                row.schedule_step,
+                row.attempt_count,
+                signing_keys,
+            )
+        )
+    lease_end = now + timedelta(seconds=config.lease_seconds)
+    if jobs:
+        session.execute(
+            update(WebhookMessage)
+            .where(WebhookMessage.id.in_([j.message_id for j in jobs]))
+            .values(next_attempt_at=lease_end)
+            .execution_options(synchronize_session=False)
+        )
+    for reason, ids in dead.items():
+        session.execute(
+            update(WebhookMessage)
+            .where(WebhookMessage.id.in_(ids))
+            .values(status=MessageStatus.FAILED, next_attempt_at=None, last_error=reason[:500])
+            .execution_options(synchronize_session=False)
+        )
+    return jobs
+
+
+class Dispatcher:
+    """Delivers due messages from `engine`; `run` loops until stopped, `run_once` drains."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        config: WebhookConfig,
+        *,
+        clock: Clock = utcnow,
+        max_in_flight: int = 256,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.engine = engine
+        self.config = config
+        self.clock = clock
+        self.max_in_flight = max_in_flight
+        self.rng = rng or random.Random()
+        self.delivered = 0
+        self._busy: Counter[str] = Counter()
+        # Each endpoint sends at most `endpoint_concurrency` at once. `run` claims a few
+        # rounds ahead (as many as the lease covers), and claims again when one round's
+        # worth has finished, so the next batch is ready before the queue runs dry.
+        self._per_endpoint = config.endpoint_concurrency
+        self._gates: dict[str, asyncio.Semaphore] = {}
+        self._slot_freed: asyncio.Event | None = None
+        self._results: list[tuple[Job, Outcome]] = []
+        self._db = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webhooks-db")
+
+    def _claim(self, limit: int) -> list[Job]:
+        with Session(self.engine) as s, s.begin():
+            return claim(s, self.config, self.clock(), limit, dict(self._busy), self._per_endpoint)
+
+    def _record(self, results: list[tuple[Job, Outcome]]) -> int:
+        with Session(self.engine) as s, s.begin():
+            return delivery.record(s, results, self.config, self.rng)
+
+    async def _deliver(self, client: aiohttp.ClientSession, job: Job) -> None:
+        gate = self._gates.get(job.endpoint_id)
+        if gate is None:
+            gate = self._gates[job.endpoint_id] = asyncio.Semaphore(
+                self.config.endpoint_concurrency
+            )
+        try:
+            async with gate:
+                outcome = await delivery.send(client, job, self.config, self.clock())
+            self._results.append((job, outcome))
+        finally:
+            self._busy[job.endpoint_id] -= 1
+            low_water = self._per_endpoint - self.config.endpoint_concurrency
+            if self._busy[job.endpoint_id] == low_water and self._slot_freed is not None:
+                self._slot_freed.set()  # a round's worth has finished: claim in one go
+            if self._busy[job.endpoint_id] <= 0:
+                del self._busy[job.endpoint_id]
+                if self._gates.get(job.endpoint_id) is gate and not gate.locked():
+                    del self._gates[job.endpoint_id]
+
+    async def _flush(self) -> int:
+        if not self._results:
+            return 0
+        batch, self._results = self._results, []
+        loop = asyncio.get_running_loop()
+        try:
+            done = await loop.run_in_executor(self._db, self._record, batch)
+        except Exception:
+            # The leases expire and the messages are sent again: at-least-once holds.
+            log.exception("recording %d webhook attempts failed", len(batch))
+            return 0
+        self.delivered += done
+        return done
+
+    async def _flusher(self, stop: asyncio.Event) -> None:
+        while not stop.is_set() or self._results:
+            await self._flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.02)
+
+    async def _idle(self) -> None:
+        """Wait for the next poll, or less when a saturated endpoint frees a slot."""
+        assert self._slot_freed is not None
+        saturated = any(n >= self._per_endpoint for n in self._busy.values())
+        if not saturated:
+            await asyncio.sleep(self.config.poll_interval)
+            return
+        self._slot_freed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._slot_freed.wait(), self.config.poll_interval)
+
+    async def run(self, stop: asyncio.Event | threading.Event) -> None:
+        """Claim and deliver until `stop` is set; finish in-flight requests, then return."""
+        loop = asyncio.get_running_loop()
+        self._slot_freed = asyncio.Event()
+        rounds = int(self.config.lease_seconds // self.config.total_timeout) - 1
+        self._per_endpoint = max(2, min(4, rounds)) * self.config.endpoint_concurrency
+        flushing = asyncio.Event()
+        tasks: set[asyncio.Task[None]] = set()
+        async with delivery.make_client(self.config) as client:
+            flusher = asyncio.create_task(self._flusher(flushing))
+            while not stop.is_set():
+                room = self.max_in_flight - len(tasks)
+                jobs: list[Job] = []
+                if room > 0:
+                    try:
+                        jobs = await loop.run_in_executor(
+                            self._db, self._claim, min(room, self.config.batch_size)
+                        )
+                    except Exception:
+                        log.exception("claiming webhook messages failed")
+                        await asyncio.sleep(1)
+                for job in jobs:
+                    self._busy[job.endpoint_id] += 1
+                    task = asyncio.create_task(self._deliver(client, job))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if len(jobs) < min(room, self.config.batch_size) or room <= 0:
+                    await self._idle()
+            if tasks:
+                await asyncio.wait(tasks)
+            flushing.set()
+            await flusher
+        self._db.shutdown(wait=True)
+
+    async def run_once(self, *, max_rounds: int = 1000) -> int:
+        """Deliver every message due now (retries due later are left); return attempts made."""
+        before = self.delivered
+        async with delivery.make_client(self.config) as client:
+            for _ in range(max_rounds):
+                jobs = self._claim(self.config.batch_size)
+                if not jobs:
+                    break
+                for job in jobs:
+                    self._busy[job.endpoint_id] += 1
+                await asyncio.gather(*(self._deliver(client, j) for j in jobs))
+                batch, self._results = self._results, []
+                self.delivered += self._record(batch)
+        return self.delivered - before
+
+
+def deliver_due(
+    engine: Engine,
+    config: WebhookConfig,
+    *,
+    now: datetime | None = None,
+    rng: random.Random | None = None,
+) -> int:
+    """Deliver every message due at `now` (default: the current time); return attempts made."""
+    clock: Clock = (lambda: now) if now is not None else utcnow
+    dispatcher = Dispatcher(engine, config, clock=clock, rng=rng)
+    try:
+        return asyncio.run(dispatcher.run_once())
+    finally:
+        dispatcher._db.shutdown(wait=False)
+
+
+class EmbeddedWorker:
+    """A dispatcher (and alert scanner) on a background thread, as the console runs one."""
+
+    def __init__(self, engine: Engine, config: WebhookConfig, scan_every: float = 60.0) -> None:
+        self.engine = engine
+        # Poll more gently than a dedicated worker: on SQLite each claim takes the write lock.
+        self.config = dataclasses.replace(config, poll_interval=max(config.poll_interval, 0.2))
+        self.scan_every = scan_every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="webhooks-embedded", daemon=True)
+
+    def start(self) -> EmbeddedWorker:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 20.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _main(self) -> None:
+        from core.webhooks.worker import run_worker
+
+        asyncio.run(run_worker(self.engine, self.config, self._stop, scan_every=self.scan_every))
