@@ -72,7 +72,8 @@ def make_engine(url: str, *, immediate: bool = True, pool: bool = True) -> Engin
 
     On SQLite: WAL, a 10 s busy timeout, foreign keys on, and (with `immediate`) every
     transaction opened with BEGIN IMMEDIATE so two writers never deadlock on upgrade.
-    Read-only users (the verifier) pass immediate=False and never block writers.
+    Read-only users (the verifier) pass immediate=False and never block writers; a
+    read-only session on a writing engine comes from `read_session`.
     """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -92,7 +93,8 @@ def make_engine(url: str, *, immediate: bool = True, pool: bool = True) -> Engin
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            deferred = not immediate or conn.get_execution_options().get("read_only", False)
+            conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
         return engine
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -158,6 +160,15 @@ def connect(settings: Settings | None = None, *, run_migrations: bool = True) ->
     if run_migrations:
         migrate(engine)
     return engine
+
+
+def read_session(engine: Engine) -> Session:
+    """Return a session for reading only: on SQLite it never takes the write lock.
+
+    A write in it may fail with "database is locked" under contention; use a normal
+    session for changes.
+    """
+    return Session(engine.execution_options(read_only=True), expire_on_commit=False)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
