@@ -141,6 +141,18 @@ class Verifier:
             return INVALID
         return cast(_Entry, entry).at(self._clock())
 
+    def verify_cached(self, key: str) -> Verdict | None:
+        """Return the Verdict for `key` if it needs no database lookup, else None.
+
+        Async callers answer from here and run `verify_key` in a thread only on None.
+        """
+        entry = self._cache.get(sha256(self._salt + key.encode()).digest(), _MISSING)
+        if entry is _MISSING:
+            return None if keyformat.has_valid_shape(key) else INVALID
+        if entry is None:
+            return INVALID
+        return cast(_Entry, entry).at(self._clock())
+
     # -- cold lookups and invalidation -------------------------------------------------
 
     def _lookup(self, cache_key: bytes, key: str) -> _Entry | None:

@@ -17,12 +17,23 @@ from core.cli import audit as audit_cli
 from core.cli import demo as demo_cli
 from core.cli import keys as keys_cli
 from core.cli import orgs as orgs_cli
+from core.cli import serve as serve_cli
+from core.cli import usage as usage_cli
 from core.cli import webhooks as webhooks_cli
 from core.cli import worker as worker_cli
 from core.cli._common import CommandError
 from core.errors import CoreError
 
-COMMAND_MODULES = [orgs_cli, keys_cli, audit_cli, webhooks_cli, worker_cli, demo_cli]
+COMMAND_MODULES = [
+    orgs_cli,
+    keys_cli,
+    audit_cli,
+    serve_cli,
+    usage_cli,
+    webhooks_cli,
+    worker_cli,
+    demo_cli,
+]
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2

@@ -1,0 +1,279 @@
+"""The usage recorder: an in-memory buffer off the request path, flushed to the Parquet log.
+
+`UsageRecorder.record` appends one tuple to a deque (no lock, no I/O); a
+background thread flushes every `interval` seconds, or as soon as `batch_size` records
+wait, and once more at `close()`. Each flush writes one new file per day touched (see
+`core.usage.schema.write_records`) and then rolls per-key counts into SQL in one
+batched statement (`core.usage.rollup`). When the buffer is full, or a write fails, the
+records are dropped, counted and logged; a request is never slowed or failed by usage.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Engine
+
+from core.usage import rollup
+from core.usage.schema import SCHEMA, partition_dir, write_file, write_records
+
+log = logging.getLogger("core.usage")
+
+# (ts, org_id, key_id, method, path, status, latency_ms, code, client)
+Row = tuple[float, str | None, str | None, str, str, int, float, str, str | None]
+MAX_PATH = 512
+_WARN_EVERY = 10.0
+
+
+@dataclass
+class UsageStats:
+    """Counters of one recorder since it started."""
+
+    recorded: int = 0
+    written: int = 0
+    overflow: int = 0
+    write_failed: int = 0
+    flushes: int = 0
+    files: int = 0
+    rollup_failed: int = 0
+    buffered: int = 0
+    last_flush_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _clean(value: str | None, limit: int) -> str | None:
+    if value is None:
+        return None
+    return value[:limit].encode("utf-8", "replace").decode("utf-8")
+
+
+def rows_to_table(rows: list[Row]) -> pa.Table:
+    """Return the records as a table of the log's schema; odd text is made valid UTF-8."""
+    cols = list(zip(*rows, strict=True))
+    seconds = pa.array(cols[0], pa.float64())
+    micros = pc.multiply(seconds, 1_000_000.0).cast(pa.int64(), safe=False)
+    arrays: list[Any] = [micros.cast(pa.timestamp("us", tz="UTC"))]
+    try:
+        text_cols = [pa.array(c, pa.string()) for c in (cols[1], cols[2], cols[3], cols[4])]
+        code_client = [pa.array(cols[7], pa.string()), pa.array(cols[8], pa.string())]
+    except (pa.ArrowException, UnicodeError):
+        text_cols = [
+            pa.array([_clean(v, MAX_PATH) for v in c], pa.string())
+            for c in (cols[1], cols[2], cols[3], cols[4])
+        ]
+        code_client = [
+            pa.array([_clean(v, 64) for v in cols[7]], pa.string()),
+            pa.array([_clean(v, 64) for v in cols[8]], pa.string()),
+        ]
+    arrays += text_cols
+    arrays.append(pa.array(cols[5], pa.int16()))
+    arrays.append(pa.array(cols[6], pa.float32()))
+    arrays += code_client
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+def _day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+
+
+def write_table(data_dir: Path, table: pa.Table, first: float, last: float) -> list[Path]:
+    """Write one flush: one file straight into its day when every record shares that day."""
+    day = _day(first)
+    if day == _day(last):
+        return [write_file(partition_dir(data_dir, day), table)]
+    return write_records(data_dir, table)
+
+
+def rollup_counts(table: pa.Table) -> dict[str, tuple[int, float]]:
+    """Return key id → (accepted requests, latest epoch seconds) of a flush's records."""
+    valid = table.filter(pc.and_(pc.equal(table["code"], "valid"), pc.is_valid(table["key_id"])))
+    if valid.num_rows == 0:
+        return {}
+    grouped = valid.group_by("key_id").aggregate([("key_id", "count"), ("ts", "max")])
+    keys = grouped["key_id"].to_pylist()
+    counts = grouped["key_id_count"].to_pylist()
+    latest = pc.divide(grouped["ts_max"].cast(pa.int64()), 1_000_000.0).to_pylist()
+    return {k: (n, t) for k, n, t in zip(keys, counts, latest, strict=True)}
+
+
+class UsageRecorder:
+    """Buffer usage records in memory and flush them to the usage log in the background."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        engine: Engine | None = None,
+        *,
+        interval: float = 1.0,
+        batch_size: int = 50_000,
+        max_buffer: int = 200_000,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self._engine = engine
+        self._interval = interval
+        self._wake_at = min(batch_size, max_buffer) - 1  # this many queued: wake on the next
+        self._max_buffer = max_buffer
+        self._buf: deque[Row] = deque()
+        self._flush_lock = threading.Lock()
+        self._overflow_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pending_rollup: dict[str, tuple[int, float]] = {}
+        self._last_warning = 0.0
+        self.stats = UsageStats()
+
+    # -- the request path -------------------------------------------------------------
+
+    def record(
+        self,
+        ts: float,
+        org_id: str | None,
+        key_id: str | None,
+        method: str,
+        path: str,
+        status: int,
+        latency_ms: float,
+        code: str,
+        client: str | None,
+    ) -> None:
+        """Queue one record; if the buffer is full, count it as overflow instead."""
+        self.append(
+            (ts, org_id, key_id, method[:16], path[:MAX_PATH], status, latency_ms, code, client)
+        )
+
+    def append(self, row: Row) -> None:
+        """Queue one prepared record (method ≤ 16, path ≤ MAX_PATH characters); never blocks.
+
+        The buffer is a deque (thread-safe appends, no lock on the request path); past
+        `batch_size` the flusher is woken, past `max_buffer` the record is counted as
+        overflow and dropped.
+        """
+        buf = self._buf
+        if len(buf) < self._wake_at:
+            buf.append(row)
+            return
+        if len(buf) < self._max_buffer:
+            buf.append(row)
+        else:
+            with self._overflow_lock:
+                self.stats.overflow += 1
+            self._warn("usage buffer full: records dropped (overflow=%d)", self.stats.overflow)
+        self._wake.set()
+
+    # -- the background flusher -------------------------------------------------------------
+
+    def start(self) -> UsageRecorder:
+        """Start the background flusher thread; return self."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="usage-flusher", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self.flush()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the flusher and flush what is left (call at shutdown)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self.flush()
+
+    def flush(self) -> int:
+        """Write the buffered records now; return how many were written."""
+        with self._flush_lock:
+            buf = self._buf
+            pop = buf.popleft
+            rows = [pop() for _ in range(len(buf))]
+            self.stats.recorded += len(rows)
+            written = 0
+            if rows:
+                table = self._write(rows)
+                if table is not None:
+                    written = table.num_rows
+                    self._collect_rollup(table)
+            self._apply_rollup()
+            self.stats.buffered = len(self._buf)
+            return written
+
+    def _write(self, rows: list[Row]) -> pa.Table | None:
+        """Write the rows; return their table, or None when they were dropped (counted)."""
+        try:
+            table = rows_to_table(rows)
+        except Exception:
+            self.stats.write_failed += len(rows)
+            log.exception("usage records could not be converted; %d dropped", len(rows))
+            return None
+        bounds = pc.min_max(table["ts"].cast(pa.int64()))
+        first, last = bounds["min"].as_py() / 1e6, bounds["max"].as_py() / 1e6
+        for attempt in (1, 2):
+            try:
+                paths = write_table(self.data_dir, table, first, last)
+            except OSError as exc:
+                if attempt == 2:
+                    self.stats.write_failed += len(rows)
+                    self._warn(
+                        "usage log write failed (%s); %d records dropped (write_failed=%d)",
+                        exc.strerror or type(exc).__name__,
+                        len(rows),
+                        self.stats.write_failed,
+                    )
+                    return None
+                continue
+            self.stats.written += len(rows)
+            self.stats.flushes += 1
+            self.stats.files += len(paths)
+            self.stats.last_flush_at = datetime.now(UTC).isoformat()
+            return table
+        return None  # pragma: no cover - the loop always returns
+
+    def _collect_rollup(self, table: pa.Table) -> None:
+        if self._engine is None:
+            return
+        pending = self._pending_rollup
+        for key_id, (count, last) in rollup_counts(table).items():
+            c0, l0 = pending.get(key_id, (0, 0.0))
+            pending[key_id] = (count + c0, max(last, l0))
+
+    def _apply_rollup(self) -> None:
+        if self._engine is None or not self._pending_rollup:
+            return
+        pending, self._pending_rollup = self._pending_rollup, {}
+        try:
+            rollup.apply(self._engine, pending)
+        except Exception as exc:
+            self.stats.rollup_failed += 1
+            self._warn("usage rollup failed (%s); it will be retried", type(exc).__name__)
+            for key_id, (count, last) in pending.items():
+                c2, l2 = self._pending_rollup.get(key_id, (0, 0.0))
+                self._pending_rollup[key_id] = (count + c2, max(last, l2))
+
+    def _warn(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= _WARN_EVERY:
+            self._last_warning = now
+            log.warning(message, *args)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the recorder's counters (recorded, written, overflow, write_failed, …)."""
+        out = self.stats.to_dict()
+        out["buffered"] = buffered = len(self._buf)
+        out["recorded"] += buffered
+        return out
