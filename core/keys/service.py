@@ -307,7 +307,7 @@ def revoke_key(
         {"key_id": row.id, **details, "revoked_at": iso(now)},
         now=now,
     )
-    return _view(session, row, now)
+    return _view_one(session, row, now)
 
 
 def roll_key(
@@ -363,7 +363,7 @@ def roll_key(
     )
     outbox.publish(session, old.org_id, EventType.API_KEY_ROLLED, details, now=now)
     new = NewKey(new_row.id, secret, new_row.name, new_row.masked, now, new_row.expires_at)
-    return new, _view(session, old, now)
+    return new, _view_one(session, old, now)
 
 
 def _record_change(session: Session, row: ApiKey, kind: str, now: datetime) -> None:
@@ -373,21 +373,12 @@ def _record_change(session: Session, row: ApiKey, kind: str, now: datetime) -> N
     pending.add(row.key_hash)
 
 
-def _view(
-    session: Session, row: ApiKey, now: datetime, emails: dict[str, str] | None = None
-) -> KeyView:
-    org = session.get(Organization, row.org_id)
-    assert org is not None
-    if emails is None:
-        user = session.get(User, row.created_by) if row.created_by else None
-        creator = user.email if user else None
-    else:
-        creator = emails.get(row.created_by or "")
+def _view(row: ApiKey, now: datetime, lead_days: list[int], creator: str | None) -> KeyView:
     return KeyView(
         id=row.id,
         name=row.name,
         masked=row.masked,
-        status=key_status(row, now, org.lead_days),
+        status=key_status(row, now, lead_days),
         created_by=creator,
         created_by_id=row.created_by,
         created_at=row.created_at,
@@ -398,6 +389,13 @@ def _view(
         last_used_at=row.last_used_at,
         usage_count=row.usage_count,
     )
+
+
+def _view_one(session: Session, row: ApiKey, now: datetime) -> KeyView:
+    org = session.get(Organization, row.org_id)
+    assert org is not None
+    user = session.get(User, row.created_by) if row.created_by else None
+    return _view(row, now, org.lead_days, user.email if user else None)
 
 
 def list_keys(
@@ -419,8 +417,10 @@ def list_keys(
         .where(ApiKey.org_id == org_id)
         .order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
     ).all()
-    emails = {row.created_by: email for row, email in rows if row.created_by and email}
-    views = [_view(session, row, now, emails) for row, _ in rows]
+    org = session.get(Organization, org_id)
+    assert org is not None
+    lead_days = org.lead_days
+    views = [_view(row, now, lead_days, email) for row, email in rows]
     return [v for v in views if status is None or v.status == status]
 
 
@@ -433,4 +433,4 @@ def get_key(session: Session, actor: Actor, key_id: str, *, now: datetime | None
         check(session, row.org_id, actor, Permission.KEYS_READ)
     except NotFound:
         raise NotFound("API key not found") from None
-    return _view(session, row, resolve(now))
+    return _view_one(session, row, resolve(now))

@@ -105,12 +105,14 @@ def create_organization(
     admin_email: str,
     admin_password: str | None,
     *,
+    self_service: bool = False,
     now: datetime | None = None,
 ) -> tuple[Organization, User]:
     """Create an organization with its first admin (an existing user keeps their password).
 
-    Return (organization, admin). Raise Conflict if the name is taken, ValidationError for
-    a bad name, email or password.
+    The audit log records the operator ("cli") as the actor, or the new admin with
+    `self_service` (the console's first-run setup). Return (organization, admin). Raise
+    Conflict if the name is taken, ValidationError for a bad name, email or password.
     """
     org_name = validation.display_text(name, "organization name")
     if session.execute(select(Organization.id).where(Organization.name == org_name)).first():
@@ -131,11 +133,11 @@ def create_organization(
     session.flush()
     session.add(Membership(org_id=org.id, user_id=user.id, role=Role.ADMIN, created_at=now))
     session.flush()
-    system = Actor.system("cli")
+    by = Actor.user(user.id, user.email) if self_service else Actor.system("cli")
     audit.record(
         session,
         org.id,
-        system,
+        by,
         EventType.ORG_CREATED,
         target=("org", org.id),
         details={"name": org_name},
@@ -144,7 +146,7 @@ def create_organization(
     audit.record(
         session,
         org.id,
-        system,
+        by,
         EventType.MEMBER_ADDED,
         target=("user", user.id),
         details={"email": user.email, "role": Role.ADMIN.value},
