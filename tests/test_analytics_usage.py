@@ -195,3 +195,19 @@ def test_an_empty_log_gives_empty_frames(tmp_path: Path) -> None:
 def test_bad_arguments_are_refused_clearly(log: Path, call) -> None:
     with pytest.raises(ValidationError):
         call(log)
+
+
+def test_whole_period_percentiles_equal_numpy_on_random_latencies(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    latencies = rng.lognormal(mean=2.0, sigma=1.0, size=5_001).astype("float32")
+    rows = [rec(DAY1 + timedelta(seconds=i), latency=float(v)) for i, v in enumerate(latencies)]
+    rows += [rec(DAY1, org=OTHER, latency=1e6) for _ in range(100)]
+    write_records(tmp_path, from_rows(rows))
+    (row,) = analytics.latency_percentiles(tmp_path, ORG).to_dict("records")
+    values = latencies.astype("float64")
+    assert row["calls"] == 5_001
+    for q, column in [(0.5, "p50_ms"), (0.9, "p90_ms"), (0.95, "p95_ms"), (0.99, "p99_ms")]:
+        assert row[column] == pytest.approx(np.quantile(values, q), rel=1e-12)
+    assert row["max_ms"] == pytest.approx(values.max())

@@ -7,7 +7,9 @@ an ``org_id = $org`` predicate that callers cannot leave out: `usage_cte` writes
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,10 +36,36 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     return con
 
 
+_shared: tuple[int, duckdb.DuckDBPyConnection] | None = None
+_shared_lock = threading.Lock()
+
+
+def cursor() -> duckdb.DuckDBPyConnection:
+    """Return a new connection to this process's shared in-memory DuckDB, working in UTC.
+
+    Opening a database costs about 20 ms (more than some whole queries); a cursor of a
+    shared one costs microseconds. Each cursor has its own registered tables and session
+    settings, and may be used from its own thread. A forked child opens its own database.
+    """
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared[0] != os.getpid():
+            db = duckdb.connect(":memory:")
+            db.execute("SET GLOBAL TimeZone = 'UTC'")
+            _shared = (os.getpid(), db)
+        con = _shared[1].cursor()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
 def frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> pd.DataFrame:
     """Run `sql` with the named `params` it uses and return the result as a DataFrame."""
-    used = {k: v for k, v in params.items() if re.search(rf"\${k}\b", sql)}
-    return con.sql(sql, params=used).to_arrow_table().to_pandas()
+    return con.sql(sql, params=used(sql, params)).to_arrow_table().to_pandas()
+
+
+def used(sql: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Return the entries of `params` that `sql` refers to (``$name``)."""
+    return {k: v for k, v in params.items() if re.search(rf"\${k}\b", sql)}
 
 
 def as_utc(value: datetime | date | None, field: str) -> datetime | None:

@@ -17,7 +17,7 @@ import pyarrow as pa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.analytics._duck import check_range, connect, frame
+from core.analytics._duck import check_range, cursor, frame
 from core.audit.models import AuditEvent
 from core.errors import ValidationError
 from core.events import EventType
@@ -129,7 +129,7 @@ def audit_activity(
         "actor_type": "actor_type",
         "target_type": "target_type",
     }
-    con = connect()
+    con = cursor()
     con.register("events", table)
     keys = ", ".join(exprs[g] for g in groups)
     order = ", ".join(groups)
@@ -162,7 +162,7 @@ def signin_failures(
     table = audit_table(
         session, actor, org_id, since=since, until=until, action=EventType.SIGNIN_FAILED
     )
-    con = connect()
+    con = cursor()
     con.register("events", table)
     base = """
         f AS (

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 from sqlalchemy.orm import Session
 
-from core.analytics._duck import COUNTED_CODES, connect, days_ago, frame, usage_cte
+from core.analytics._duck import COUNTED_CODES, cursor, days_ago, frame, usage_cte
 from core.clock import resolve
 from core.keys import service as keys_service
 from core.orgs.permissions import Actor, Permission, check
@@ -70,7 +70,7 @@ def _query(
     body: str,
     params: dict[str, Any],
 ) -> pd.DataFrame:
-    con = connect()
+    con = cursor()
     con.register("keys", _key_table(session, org_id, actor, now))
     params.update({"counted": list(COUNTED_CODES), "now": now, "live": list(LIVE)})
     cte = usage_cte(con, data_dir, org_id, None, now, params)

@@ -7,25 +7,30 @@ period [since, until) and returns a pandas DataFrame. Bounds are aware datetimes
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from core.analytics._duck import (
     COUNTED_CODES,
     check_range,
-    connect,
+    cursor,
     frame,
     grain_interval,
     usage_cte,
+    used,
 )
 from core.errors import ValidationError
 
 Bound = datetime | date | None
 
 LATENCY_GROUPS = ("key_id", "path", "method", "code", "day")
+PERCENTILES = (0.5, 0.9, 0.95, 0.99)
+LATENCY_COLUMNS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")
 ERROR_GROUPS = ("code", "status")
 
 
@@ -45,7 +50,7 @@ def calls_over_time(
     """
     step = grain_interval(grain)
     lo, hi = check_range(since, until)
-    con = connect()
+    con = cursor()
     params: dict[str, Any] = {"grain": grain}
     cte = usage_cte(con, data_dir, org_id, lo, hi, params)
     params["lo"] = lo
@@ -103,7 +108,7 @@ def top_keys(
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
         raise ValidationError("limit must be a whole number, 1–10000", field="limit")
     lo, hi = check_range(since, until)
-    con = connect()
+    con = cursor()
     params: dict[str, Any] = {"limit": limit}
     cte = usage_cte(con, data_dir, org_id, lo, hi, params)
     sql = f"""
@@ -137,7 +142,7 @@ def error_rates(
     if by not in ERROR_GROUPS:
         raise ValidationError(f"by must be one of {', '.join(ERROR_GROUPS)}", field="by")
     lo, hi = check_range(since, until)
-    con = connect()
+    con = cursor()
     params: dict[str, Any] = {}
     cte = usage_cte(con, data_dir, org_id, lo, hi, params)
     sql = f"""
@@ -161,34 +166,54 @@ def latency_percentiles(
 
     Without `by`, one row for the whole period (calls 0 and nulls when empty); with `by`
     (key_id, path, method, code or day), one row per group ordered by p95, slowest first.
-    Percentiles interpolate linearly between records. Raise ValidationError for another `by`.
+    Percentiles interpolate linearly between records (as DuckDB's quantile_cont, in double
+    precision). Raise ValidationError for another `by`.
     """
     if by is not None and by not in LATENCY_GROUPS:
         allowed = ", ".join(LATENCY_GROUPS)
         raise ValidationError(f"by must be None or one of {allowed}", field="by")
     lo, hi = check_range(since, until)
-    con = connect()
+    con = cursor()
     params: dict[str, Any] = {}
     cte = usage_cte(con, data_dir, org_id, lo, hi, params)
     if by is None:
-        key_sql, where, group, order = "", "", "", ""
-    else:
-        column = "date" if by == "day" else by
-        key_sql = f"{column} AS {by}, "
-        where = f"WHERE {column} IS NOT NULL"
-        group, order = "GROUP BY ALL", f"ORDER BY p95_ms DESC, {by}"
+        # DuckDB scans and scopes the records; one vectorized sort of the column then
+        # gives every percentile exactly, several times faster than quantile_cont here.
+        # The values are sorted anyway, so the scan need not keep the files' row order.
+        con.execute("SET SESSION preserve_insertion_order = false")
+        sql = f"WITH {cte} SELECT latency_ms FROM u"  # noqa: S608 (values are bound)
+        values = con.sql(sql, params=used(sql, params)).to_arrow_table().column(0).to_numpy()
+        return pd.DataFrame([{"calls": len(values), **_percentiles(values)}]).astype(
+            {"calls": "int64", **dict.fromkeys(LATENCY_COLUMNS, "float64")}
+        )
+    column = "date" if by == "day" else by
     sql = f"""
         WITH {cte}, p AS (
-            SELECT {key_sql}count(*) AS calls,
-                   quantile_cont(latency_ms, [0.5, 0.9, 0.95, 0.99])::DOUBLE[] AS q,
+            SELECT {column} AS {by}, count(*) AS calls,
+                   quantile_cont(latency_ms::DOUBLE, {list(PERCENTILES)}) AS q,
                    max(latency_ms)::DOUBLE AS max_ms
-            FROM u {where} {group}
+            FROM u WHERE {column} IS NOT NULL GROUP BY ALL
         )
-        SELECT {by + ", " if by else ""}calls, q[1] AS p50_ms, q[2] AS p90_ms,
-               q[3] AS p95_ms, q[4] AS p99_ms, max_ms
-        FROM p {order}
+        SELECT {by}, calls, q[1] AS p50_ms, q[2] AS p90_ms, q[3] AS p95_ms, q[4] AS p99_ms,
+               max_ms
+        FROM p ORDER BY p95_ms DESC, {by}
     """  # noqa: S608 (identifiers come from fixed lists; values are bound)
     return frame(con, sql, params)
+
+
+def _percentiles(values: np.ndarray) -> dict[str, float | None]:
+    """Return p50_ms … p99_ms and max_ms of `values`, interpolated as quantile_cont does."""
+    if len(values) == 0:
+        return dict.fromkeys(LATENCY_COLUMNS)
+    ordered = np.sort(values)  # a vectorized sort of float32: ~15 ms for 5 M values
+    out: dict[str, float | None] = {}
+    for name, q in zip(LATENCY_COLUMNS, PERCENTILES, strict=False):
+        rank = (len(ordered) - 1) * q
+        below, above = math.floor(rank), math.ceil(rank)
+        lo, hi = float(ordered[below]), float(ordered[above])
+        out[name] = lo + (rank - below) * (hi - lo)
+    out["max_ms"] = float(ordered[-1])
+    return out
 
 
 def anomalies(
@@ -222,7 +247,7 @@ def anomalies(
     if not isinstance(factor, int | float) or not 1.0 <= float(factor) <= 1e6:
         raise ValidationError("factor must be a number ≥ 1", field="factor")
     lo, hi = check_range(since, until)
-    con = connect()
+    con = cursor()
     params: dict[str, Any] = {"factor": float(factor), "min_calls": min_calls, "hist": min_history}
     # Read the baseline window before `since` too, then report only days from `since` on.
     read_from = lo - timedelta(days=baseline_days) if lo is not None else None
@@ -276,7 +301,7 @@ def key_usage(
     the same rule the per-key counters in SQL follow, so the two can be compared.
     """
     lo, hi = check_range(since, until)
-    con = connect()
+    con = cursor()
     params: dict[str, Any] = {"counted": list(COUNTED_CODES)}
     cte = usage_cte(con, data_dir, org_id, lo, hi, params)
     sql = f"""
