@@ -4,12 +4,14 @@ from core.alerts.models import Alert
 from core.audit.models import AuditEvent
 from core.keys.models import ApiKey, KeyChange
 from core.orgs.models import Membership, Organization, User
+from core.sessions.models import ConsoleSession
 from core.webhooks.models import WebhookAttempt, WebhookEndpoint, WebhookMessage
 
 __all__ = [
     "Alert",
     "ApiKey",
     "AuditEvent",
+    "ConsoleSession",
     "KeyChange",
     "Membership",
     "Organization",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +17,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from core import webhooks
 from core.audit.models import AuditEvent
 from core.clock import utcnow
+from core.errors import Conflict, NotFound
 from core.events import EventType, register_event_type
 from core.keys import service as keys
 from core.webhooks import deliver_due, emit
@@ -354,17 +357,48 @@ def test_outbox_honours_rollbacks(
 
 
 def test_send_test_returns_the_attempt_synchronously(
-    session: Session, org: OrgFixture, cfg: WebhookConfig, receiver: Receiver
+    session: Session, engine: Engine, org: OrgFixture, cfg: WebhookConfig, receiver: Receiver
 ) -> None:
     endpoint_id, secret = add_endpoint(session, org, receiver.url, cfg)
-    with session.begin():
-        attempt = webhooks.send_test(session, org.admin, endpoint_id, config=cfg)
+    attempt = webhooks.send_test(engine, org.admin, endpoint_id, config=cfg)
     assert attempt.success and attempt.status_code == 200 and attempt.trigger == "test"
     got = receiver.requests[0]
     assert Webhook(secret).verify(got.body, got.headers)["type"] == "webhook.test"
     with session.begin():
         history = webhooks.list_attempts(session, org.admin, endpoint_id)
-    assert [a.message_id for a in history] == [attempt.message_id]
+        assert [a.message_id for a in history] == [attempt.message_id]
+        assert session.get(WebhookMessage, attempt.message_id).status == MessageStatus.DELIVERED
+    assert deliver_due(engine, cfg) == 0  # the workers never send a test message again
+    with pytest.raises(Conflict, match="not yet sent"):
+        webhooks.deliver_test(engine, attempt.message_id, config=cfg)
+    with pytest.raises(NotFound):
+        webhooks.deliver_test(engine, "msg_missing", config=cfg)
+
+
+def test_a_slow_test_send_does_not_block_other_writers(
+    session: Session, engine: Engine, org: OrgFixture, cfg: WebhookConfig
+) -> None:
+    with Receiver(lambda _r, _i: Reply(delay=2.0)) as slow:
+        endpoint_id, _ = add_endpoint(session, org, slow.url, cfg)
+        session.close()
+        result: list[webhooks.AttemptView] = []
+        sender = threading.Thread(
+            target=lambda: result.append(
+                webhooks.send_test(engine, org.admin, endpoint_id, config=cfg)
+            )
+        )
+        started = time.monotonic()
+        sender.start()
+        while not slow.requests and time.monotonic() - started < 5:
+            time.sleep(0.01)
+        assert slow.requests, "the test event never reached the receiver"
+        write_started = time.monotonic()
+        with Session(engine) as other, other.begin():  # BEGIN IMMEDIATE on SQLite
+            webhooks.update_endpoint(other, org.admin, endpoint_id, config=cfg, description="x")
+        write_took = time.monotonic() - write_started
+        sender.join(10)
+    assert write_took < 0.5, f"a concurrent write waited {write_took:.2f}s for the test send"
+    assert result and result[0].success and time.monotonic() - started >= 2.0
 
 
 def test_deliveries_are_bounded_per_endpoint_so_a_slow_one_does_not_starve_others(

@@ -54,7 +54,7 @@ def test_only_admins_manage_endpoints_and_auditors_read_them(
         with pytest.raises(PermissionDenied):
             webhooks.rotate_secret(session, org.auditor, view.id, config=cfg)
         with pytest.raises(PermissionDenied):
-            webhooks.send_test(session, org.auditor, view.id, config=cfg)
+            webhooks.queue_test(session, org.auditor, view.id)
 
 
 def test_other_organizations_cannot_see_an_endpoint(

@@ -7,7 +7,15 @@ import functools
 from typing import Any
 
 from core import webhooks
-from core.cli._common import actor, add_json_flag, print_json, print_table, session, settings
+from core.cli._common import (
+    actor,
+    add_json_flag,
+    engine,
+    print_json,
+    print_table,
+    session,
+    settings,
+)
 from core.orgs import service as orgs
 from core.webhooks.config import WebhookConfig
 
@@ -98,7 +106,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     with session() as s, s.begin():
-        attempt = webhooks.send_test(s, actor(s, args.by), args.endpoint_id, config=config())
+        message_id = webhooks.queue_test(s, actor(s, args.by), args.endpoint_id)
+    attempt = webhooks.deliver_test(engine(), message_id, config=config())
     if args.json:
         print_json(attempt.to_dict())
     else:

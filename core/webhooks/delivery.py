@@ -26,6 +26,9 @@ from core.webhooks.config import WebhookConfig
 from core.webhooks.models import MessageStatus, WebhookAttempt, WebhookEndpoint, WebhookMessage
 
 JITTER = 0.2
+_messages = cast(Table, WebhookMessage.__table__)
+_attempts = cast(Table, WebhookAttempt.__table__)
+_endpoints = cast(Table, WebhookEndpoint.__table__)
 
 
 @dataclass(frozen=True)
@@ -207,33 +210,31 @@ def record(
     if not results:
         return 0
     rng = rng or random.Random()
+    # Core statements on the session's connection, set-based: this is the hot path.
+    conn = session.connection()
+    m = _messages.c
     delivered = [(j, o) for j, o in results if o.success]
     existing: set[str] = set()
     if delivered:
         # The common case in one statement: every success gets the same new state.
         existing.update(
-            session.execute(
-                update(WebhookMessage)
-                .where(WebhookMessage.id.in_([j.message_id for j, _ in delivered]))
+            conn.execute(
+                update(_messages)
+                .where(m.id.in_([j.message_id for j, _ in delivered]))
                 .values(
                     status=MessageStatus.DELIVERED,
                     next_attempt_at=None,
-                    attempt_count=WebhookMessage.attempt_count + 1,
+                    attempt_count=m.attempt_count + 1,
                     last_attempt_at=max(o.attempted_at for _, o in delivered),
                     last_error=None,
                 )
-                .returning(WebhookMessage.id)
-                .execution_options(synchronize_session=False)
+                .returning(m.id)
             ).scalars()
         )
     failed = [(j, o) for j, o in results if not o.success]
     if failed:
         existing.update(
-            session.execute(
-                select(WebhookMessage.id).where(
-                    WebhookMessage.id.in_([j.message_id for j, _ in failed])
-                )
-            ).scalars()
+            conn.execute(select(m.id).where(m.id.in_([j.message_id for j, _ in failed]))).scalars()
         )
         updates: list[dict[str, Any]] = []
         for job, out in failed:
@@ -257,20 +258,19 @@ def record(
             )
         if updates:
             updates.sort(key=lambda u: str(u["b_id"]))
-            table = cast(Table, WebhookMessage.__table__)
             # Only a message still pending takes a failure: if its lease ran out and another
             # worker delivered it meanwhile, that success stands.
-            session.execute(
-                update(table)
-                .where(table.c.id == bindparam("b_id"), table.c.status == MessageStatus.PENDING)
+            conn.execute(
+                update(_messages)
+                .where(m.id == bindparam("b_id"), m.status == MessageStatus.PENDING)
                 .values({k: bindparam(k) for k in updates[0] if k != "b_id"}),
                 updates,
             )
     results = [(j, o) for j, o in results if j.message_id in existing]
     if not results:
         return 0
-    session.execute(
-        insert(WebhookAttempt),
+    conn.execute(
+        insert(_attempts),
         [
             {
                 "message_id": job.message_id,
@@ -293,6 +293,7 @@ def record(
 def _update_health(
     session: Session, results: list[tuple[Job, Outcome]], config: WebhookConfig
 ) -> None:
+    conn = session.connection()
     latest: dict[str, Outcome] = {}
     gone: set[str] = set()
     for job, out in results:
@@ -303,21 +304,21 @@ def _update_health(
             latest[job.endpoint_id] = out
     for endpoint_id in sorted(latest):
         out = latest[endpoint_id]
-        failing_since = session.execute(
-            select(WebhookEndpoint.failing_since).where(WebhookEndpoint.id == endpoint_id)
+        failing_since = conn.execute(
+            select(_endpoints.c.failing_since).where(_endpoints.c.id == endpoint_id)
         ).scalar()
         if out.success and endpoint_id not in gone and failing_since is None:
             # Fast path, no row lock: healthy endpoints are touched at most once a second.
-            session.execute(
-                update(WebhookEndpoint)
+            e = _endpoints.c
+            conn.execute(
+                update(_endpoints)
                 .where(
-                    WebhookEndpoint.id == endpoint_id,
-                    WebhookEndpoint.failing_since.is_(None),
-                    (WebhookEndpoint.last_success_at.is_(None))
-                    | (WebhookEndpoint.last_success_at < out.attempted_at - timedelta(seconds=1)),
+                    e.id == endpoint_id,
+                    e.failing_since.is_(None),
+                    e.last_success_at.is_(None)
+                    | (e.last_success_at < out.attempted_at - timedelta(seconds=1)),
                 )
                 .values(last_success_at=out.attempted_at)
-                .execution_options(synchronize_session=False)
             )
             continue
         endpoint = session.execute(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import random
 import threading
@@ -20,9 +21,10 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 import aiohttp
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, Table, select, update
 from sqlalchemy.orm import Session
 
 from core.clock import utcnow
@@ -34,17 +36,35 @@ from core.webhooks.models import MessageStatus, WebhookEndpoint, WebhookMessage
 
 log = logging.getLogger("core.webhooks.dispatcher")
 Clock = Callable[[], datetime]
+FLUSH_EVERY = 0.2  # seconds between records of results no claim has taken
 
 
 def live_secrets(endpoint: WebhookEndpoint, key: bytes, now: datetime) -> tuple[str, ...]:
     """Return the endpoint's decrypted secrets that still sign at `now`, newest first."""
+    return _live_secrets(endpoint.id, endpoint.secrets, key, now)
+
+
+def _live_secrets(
+    endpoint_id: str, sealed: dict[str, Any] | None, key: bytes, now: datetime
+) -> tuple[str, ...]:
     out = []
-    for item in (endpoint.secrets or {}).get("secrets", []):
+    for item in (sealed or {}).get("secrets", []):
         expires = item.get("expires_at")
         if expires is not None and datetime.fromisoformat(expires) <= now:
             continue
-        out.append(signing.decrypt(key, item["ciphertext"], endpoint.id))
+        out.append(_opened(key, item["ciphertext"], endpoint_id))
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def _opened(key: bytes, ciphertext: str, endpoint_id: str) -> str:
+    # A rotation writes a new ciphertext (a fresh nonce each time), so keying the cache by
+    # the ciphertext read from the row invalidates it; expiry is still checked per claim.
+    return signing.decrypt(key, ciphertext, endpoint_id)
+
+
+_messages = cast(Table, WebhookMessage.__table__)
+_endpoints = cast(Table, WebhookEndpoint.__table__)
 
 
 def claim(
@@ -54,40 +74,39 @@ def claim(
     limit: int,
     busy: dict[str, int] | None = None,
     per_endpoint: int | None = None,
+    held_back: set[str] | None = None,
 ) -> list[Job]:
     """Lease up to `limit` due messages (skipping rows other workers hold); return the jobs.
 
     `busy` maps endpoint ids to this worker's unfinished jobs: an endpoint holding
-    `per_endpoint` of them (default: its concurrency bound) gets no new ones. Messages of
-    disabled endpoints are failed.
+    `per_endpoint` of them (default: its concurrency bound) gets no new ones, and its id
+    is added to `held_back` if due messages were left for that reason. Messages of
+    disabled endpoints are failed. Core statements (no ORM objects): this is the hot path.
     """
     busy = busy or {}
     per_endpoint = per_endpoint or config.endpoint_concurrency
     saturated = [e for e, n in busy.items() if n >= per_endpoint]
+    m = _messages.c
     query = (
-        select(
-            WebhookMessage.id,
-            WebhookMessage.endpoint_id,
-            WebhookMessage.body,
-            WebhookMessage.schedule_step,
-            WebhookMessage.attempt_count,
-        )
-        .where(WebhookMessage.status == MessageStatus.PENDING)
-        .where(WebhookMessage.next_attempt_at <= now)
-        .order_by(WebhookMessage.next_attempt_at)
+        select(m.id, m.endpoint_id, m.body, m.schedule_step, m.attempt_count)
+        .where(m.status == MessageStatus.PENDING)
+        .where(m.next_attempt_at <= now)
+        .order_by(m.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     if saturated:
-        query = query.where(WebhookMessage.endpoint_id.not_in(saturated))
-    rows = session.execute(query).all()
+        query = query.where(m.endpoint_id.not_in(saturated))
+    conn = session.connection()
+    rows = conn.execute(query).all()
     if not rows:
         return []
+    e = _endpoints.c
     endpoints = {
-        e.id: e
-        for e in session.execute(
-            select(WebhookEndpoint).where(WebhookEndpoint.id.in_({r.endpoint_id for r in rows}))
-        ).scalars()
+        r.id: r
+        for r in conn.execute(
+            select(e.id, e.url, e.enabled, e.secrets).where(e.id.in_({r.endpoint_id for r in rows}))
+        )
     }
     quota = Counter(busy)
     jobs: list[Job] = []
@@ -99,10 +118,14 @@ def claim(
             dead.setdefault("endpoint disabled", []).append(row.id)
             continue
         if quota[row.endpoint_id] >= per_endpoint:
+            if held_back is not None:
+                held_back.add(row.endpoint_id)
             continue  # left for a later claim; the row lock ends with this transaction
         if row.endpoint_id not in secrets:
             try:
-                secrets[row.endpoint_id] = live_secrets(endpoint, config.secret_key, now)
+                secrets[row.endpoint_id] = _live_secrets(
+                    endpoint.id, endpoint.secrets, config.secret_key, now
+                )
             except ValidationError as exc:  # the configured key changed: say so, go on
                 secrets[row.endpoint_id] = exc.message
         signing_keys = secrets[row.endpoint_id]
@@ -123,18 +146,16 @@ def claim(
         )
     lease_end = now + timedelta(seconds=config.lease_seconds)
     if jobs:
-        session.execute(
-            update(WebhookMessage)
-            .where(WebhookMessage.id.in_([j.message_id for j in jobs]))
+        conn.execute(
+            update(_messages)
+            .where(m.id.in_([j.message_id for j in jobs]))
             .values(next_attempt_at=lease_end)
-            .execution_options(synchronize_session=False)
         )
     for reason, ids in dead.items():
-        session.execute(
-            update(WebhookMessage)
-            .where(WebhookMessage.id.in_(ids))
+        conn.execute(
+            update(_messages)
+            .where(m.id.in_(ids))
             .values(status=MessageStatus.FAILED, next_attempt_at=None, last_error=reason[:500])
-            .execution_options(synchronize_session=False)
         )
     return jobs
 
@@ -164,12 +185,36 @@ class Dispatcher:
         self._per_endpoint = config.endpoint_concurrency
         self._gates: dict[str, asyncio.Semaphore] = {}
         self._slot_freed: asyncio.Event | None = None
+        self._held_back: set[str] = set()  # endpoints with due messages left by the last claim
         self._results: list[tuple[Job, Outcome]] = []
         self._db = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webhooks-db")
 
-    def _claim(self, limit: int) -> list[Job]:
+    def _claim(
+        self,
+        limit: int,
+        busy: dict[str, int] | None = None,
+        finished: list[tuple[Job, Outcome]] | None = None,
+    ) -> tuple[list[Job], int]:
+        """Record `finished` results and claim new jobs in one short transaction.
+
+        Return (jobs, attempts recorded). If it fails, both are lost together: the claimed
+        leases were not written and the recorded messages' leases expire, so they are sent
+        again (at least once) — as when a worker is killed.
+        """
+        held_back: set[str] = set()
         with Session(self.engine) as s, s.begin():
-            return claim(s, self.config, self.clock(), limit, dict(self._busy), self._per_endpoint)
+            done = delivery.record(s, finished, self.config, self.rng) if finished else 0
+            jobs = claim(
+                s,
+                self.config,
+                self.clock(),
+                limit,
+                dict(self._busy) if busy is None else busy,
+                self._per_endpoint,
+                held_back,
+            )
+        self._held_back = held_back
+        return jobs, done
 
     def _record(self, results: list[tuple[Job, Outcome]]) -> int:
         with Session(self.engine) as s, s.begin():
@@ -188,7 +233,7 @@ class Dispatcher:
         finally:
             self._busy[job.endpoint_id] -= 1
             low_water = self._per_endpoint - self.config.endpoint_concurrency
-            if self._busy[job.endpoint_id] == low_water and self._slot_freed is not None:
+            if self._busy[job.endpoint_id] <= low_water and self._slot_freed is not None:
                 self._slot_freed.set()  # a round's worth has finished: claim in one go
             if self._busy[job.endpoint_id] <= 0:
                 del self._busy[job.endpoint_id]
@@ -210,15 +255,24 @@ class Dispatcher:
         return done
 
     async def _flusher(self, stop: asyncio.Event) -> None:
+        # Results usually ride along with the next claim (at least every poll interval);
+        # this records what is left when no claim comes (every slot busy, or stopping).
         while not stop.is_set() or self._results:
             await self._flush()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.02)
+                await asyncio.wait_for(stop.wait(), FLUSH_EVERY)
 
     async def _idle(self) -> None:
-        """Wait for the next poll, or less when a saturated endpoint frees a slot."""
+        """Wait for the next poll, or less when a saturated endpoint frees a slot.
+
+        An endpoint is saturated when it holds its share of claimed jobs, or when the last
+        claim left some of its due messages for that reason: then the next claim waits for a
+        round's worth of its jobs to finish, not for the poll interval, so a backlog flows.
+        """
         assert self._slot_freed is not None
-        saturated = any(n >= self._per_endpoint for n in self._busy.values())
+        saturated = bool(self._held_back) or any(
+            n >= self._per_endpoint for n in self._busy.values()
+        )
         if not saturated:
             await asyncio.sleep(self.config.poll_interval)
             return
@@ -240,12 +294,23 @@ class Dispatcher:
                 room = self.max_in_flight - len(tasks)
                 jobs: list[Job] = []
                 if room > 0:
+                    # Results waiting to be recorded ride along with the claim: one
+                    # transaction instead of two (the flusher takes whatever is left).
+                    finished, self._results = self._results, []
                     try:
-                        jobs = await loop.run_in_executor(
-                            self._db, self._claim, min(room, self.config.batch_size)
+                        jobs, done = await loop.run_in_executor(
+                            self._db,
+                            self._claim,
+                            min(room, self.config.batch_size),
+                            dict(self._busy),
+                            finished,
                         )
+                        self.delivered += done
                     except Exception:
-                        log.exception("claiming webhook messages failed")
+                        log.exception(
+                            "claiming webhook messages (and recording %d attempts) failed",
+                            len(finished),
+                        )
                         await asyncio.sleep(1)
                 for job in jobs:
                     self._busy[job.endpoint_id] += 1
@@ -265,7 +330,7 @@ class Dispatcher:
         before = self.delivered
         async with delivery.make_client(self.config) as client:
             for _ in range(max_rounds):
-                jobs = self._claim(self.config.batch_size)
+                jobs, _ = self._claim(self.config.batch_size)
                 if not jobs:
                     break
                 for job in jobs:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from core import outbox
@@ -26,7 +26,7 @@ from core.orgs.permissions import Actor, Permission
 from core.webhooks import delivery
 from core.webhooks.config import WebhookConfig
 from core.webhooks.dispatcher import live_secrets
-from core.webhooks.models import MessageStatus, WebhookAttempt, WebhookMessage
+from core.webhooks.models import MessageStatus, WebhookAttempt, WebhookEndpoint, WebhookMessage
 from core.webhooks.service import _load
 
 T = TypeVar("T")
@@ -89,17 +89,13 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coro).result()
 
 
-def send_test(
-    session: Session,
-    actor: Actor,
-    endpoint_id: str,
-    *,
-    config: WebhookConfig,
-    now: datetime | None = None,
-) -> AttemptView:
-    """Send a signed `webhook.test` event to the endpoint now; return the attempt.
+def queue_test(
+    session: Session, actor: Actor, endpoint_id: str, *, now: datetime | None = None
+) -> str:
+    """Record a `webhook.test` message for the endpoint in the caller's transaction; return its id.
 
-    The message and attempt are recorded (no retry). Raise NotFound, PermissionDenied.
+    The message is never claimed by the workers: `deliver_test` sends it, once, after the
+    caller commits. Raise NotFound, PermissionDenied.
     """
     now = resolve(now)
     endpoint = _load(session, actor, endpoint_id, Permission.WEBHOOKS_MANAGE)
@@ -122,35 +118,79 @@ def send_test(
         body=body,
         created_at=now,
         status=MessageStatus.PENDING,
-        next_attempt_at=None,
+        next_attempt_at=None,  # not due: only deliver_test sends it
         attempt_count=0,
         schedule_step=0,
     )
     session.add(message)
     session.flush()
-    job = delivery.Job(
-        message.id,
-        endpoint.id,
-        endpoint.url,
-        body,
-        0,
-        0,
-        live_secrets(endpoint, config.secret_key, now),
-        trigger="test",
-    )
+    return message.id
+
+
+def deliver_test(
+    engine: Engine, message_id: str, *, config: WebhookConfig, now: datetime | None = None
+) -> AttemptView:
+    """Send a committed test message once and record the attempt; return it.
+
+    Unlike the services, this opens its own short transactions (read the message, then
+    record the attempt) and holds none during the HTTP request, which may take the whole
+    timeout: on SQLite an open write transaction would block every other writer meanwhile.
+    Raise NotFound if the message (or its endpoint) no longer exists, Conflict if it is
+    not an unsent test message.
+    """
+    now = resolve(now)
+    with Session(engine) as s, s.begin():
+        message = s.get(WebhookMessage, message_id)
+        endpoint = s.get(WebhookEndpoint, message.endpoint_id) if message else None
+        if message is None or endpoint is None:
+            raise NotFound("webhook message not found")
+        if message.event_type != EventType.WEBHOOK_TEST or message.attempt_count:
+            raise Conflict("only a test message not yet sent can be delivered this way")
+        job = delivery.Job(
+            message.id,
+            endpoint.id,
+            endpoint.url,
+            message.body,
+            message.schedule_step,
+            message.attempt_count,
+            live_secrets(endpoint, config.secret_key, now),
+            trigger="test",
+        )
 
     async def _send() -> delivery.Outcome:
         async with delivery.make_client(config) as client:
             return await delivery.send(client, job, config, now)
 
     outcome = _run(_send())
-    delivery.record(session, [(job, outcome)], config, retry=False)
-    attempt = session.execute(
-        select(WebhookAttempt)
-        .where(WebhookAttempt.message_id == message.id)
-        .order_by(WebhookAttempt.id.desc())
-    ).scalar_one()
-    return _attempt_view(attempt)
+    with Session(engine) as s, s.begin():
+        if not delivery.record(s, [(job, outcome)], config, retry=False):
+            raise NotFound("webhook message not found")
+        attempt = s.execute(
+            select(WebhookAttempt)
+            .where(WebhookAttempt.message_id == message_id)
+            .order_by(WebhookAttempt.id.desc())
+            .limit(1)
+        ).scalar_one()
+        return _attempt_view(attempt)
+
+
+def send_test(
+    engine: Engine,
+    actor: Actor,
+    endpoint_id: str,
+    *,
+    config: WebhookConfig,
+    now: datetime | None = None,
+) -> AttemptView:
+    """Send a signed `webhook.test` event to the endpoint now; return the attempt.
+
+    Takes the engine, not a session: it commits the message (`queue_test`) in one short
+    transaction, sends it with no transaction open, and records the attempt in another
+    (`deliver_test`); the message is never retried. Raise NotFound, PermissionDenied.
+    """
+    with Session(engine) as s, s.begin():
+        message_id = queue_test(s, actor, endpoint_id, now=now)
+    return deliver_test(engine, message_id, config=config, now=now)
 
 
 def replay(session: Session, actor: Actor, message_id: str, *, now: datetime | None = None) -> str:

@@ -1,0 +1,196 @@
+"""What every console page shares: the engine, who is signed in, errors and formatting."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import streamlit as st
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from core import db
+from core.clock import utcnow
+from core.config import Settings
+from core.errors import CoreError
+from core.keys import service as keys
+from core.keys.service import KeyView
+from core.orgs import service as orgs
+from core.orgs.permissions import Actor, Permission, can
+from core.sessions.service import SignedIn
+
+log = logging.getLogger("console")
+
+CONTEXT_KEY = "_console_context"
+GENERIC_ERROR = "Something went wrong and the action was not completed. Please try again."
+STATUS_BADGES = {
+    "active": "🟢 Active",
+    "expiring": "🟠 Expiring",
+    "expired": "⚪ Expired",
+    "revoked": "🔴 Revoked",
+}
+
+
+def _dispose(engine: Engine) -> None:
+    engine.dispose()
+
+
+@st.cache_resource(show_spinner=False, on_release=_dispose)
+def engine_for(database_url: str) -> Engine:
+    """Return the one engine of this process for `database_url`, migrated on first use."""
+    engine = db.make_engine(database_url)
+    db.migrate(engine)
+    return engine
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who is signed in, in which organization, with which role."""
+
+    settings: Settings
+    engine: Engine
+    user: SignedIn
+    org_id: str
+    org_name: str
+    role: str
+
+    @property
+    def actor(self) -> Actor:
+        return self.user.actor
+
+    def can(self, permission: Permission) -> bool:
+        return can(self.role, permission)
+
+    def session(self) -> Session:
+        """A session for changes (the caller opens `with s.begin():`)."""
+        return Session(self.engine, expire_on_commit=False)
+
+    def reader(self) -> Session:
+        """A session for reading only: on SQLite it never takes the write lock."""
+        return db.read_session(self.engine)
+
+
+def set_context(ctx: Context) -> None:
+    st.session_state[CONTEXT_KEY] = ctx
+
+
+def context(permission: Permission | None = None) -> Context:
+    """Return the signed-in context the router put in place.
+
+    Stop the page with a message when nobody is signed in or the role lacks `permission`
+    (the router leaves such pages out of the navigation; core refuses them regardless).
+    """
+    ctx = st.session_state.get(CONTEXT_KEY)
+    if not isinstance(ctx, Context):
+        st.warning("Please sign in.")
+        st.stop()
+    if permission is not None and not ctx.can(permission):
+        st.error(f"Your role ({ctx.role}) cannot open this page.")
+        st.stop()
+    return ctx
+
+
+def show_error(exc: BaseException) -> None:
+    """Show an error as one clear sentence; never a traceback."""
+    if isinstance(exc, CoreError):
+        st.error(exc.message, icon="⚠️")
+    elif isinstance(exc, SQLAlchemyError):
+        log.warning("database failure in the console", exc_info=True)
+        st.error("The database could not complete the request. Please try again.", icon="⚠️")
+    else:
+        log.error("unexpected failure in the console", exc_info=True)
+        st.error(GENERIC_ERROR, icon="⚠️")
+
+
+@contextlib.contextmanager
+def guarded() -> Iterator[None]:
+    """Run a block; show any error it raises (Streamlit's rerun/stop pass through)."""
+    try:
+        yield
+    except Exception as exc:
+        show_error(exc)
+
+
+def now() -> datetime:
+    return utcnow()
+
+
+def relative(when: datetime | None, reference: datetime | None = None, *, never: str = "—") -> str:
+    """Return 'in 12 days', '3 hours ago', 'just now' (or `never` for None)."""
+    if when is None:
+        return never
+    delta = when - (reference or utcnow())
+    future = delta > timedelta(0)
+    seconds = abs(delta.total_seconds())
+    if seconds < 60:
+        return "in a moment" if future else "just now"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            text = f"{n} {unit}{'s' if n != 1 else ''}"
+            return f"in {text}" if future else f"{text} ago"
+    return "just now"
+
+
+def day(when: datetime | None) -> str:
+    return "—" if when is None else when.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def empty_state(title: str, body: str, icon: str = "📭") -> None:
+    """Render a clearly marked empty state."""
+    with st.container(border=True):
+        st.markdown(f"### {icon} {title}")
+        st.caption(body)
+
+
+def header(title: str, caption: str) -> None:
+    st.title(title)
+    st.caption(caption)
+
+
+TOKEN_KEY = "_session_token"  # noqa: S105
+ORG_KEY = "_org_id"
+NOTICE_KEY = "_signin_notice"
+
+
+def settings_and_engine() -> tuple[Settings, Engine]:
+    """Return the settings from the environment and the engine for their database."""
+    settings = Settings.from_env()
+    return settings, engine_for(settings.database_url)
+
+
+def key_views(ctx: Context, status: str | None = None) -> list[KeyView]:
+    """Return the organization's keys (core.keys.list_keys), newest first.
+
+    The organization is held for the whole call: list_keys looks it up once per key, and
+    with it in the session's identity map that lookup is a dictionary hit, not a query.
+    """
+    with ctx.reader() as s:
+        org = orgs.get_organization(s, ctx.org_id, ctx.actor)
+        views = keys.list_keys(s, org.id, ctx.actor, status=status)
+    return views
+
+
+@st.cache_data(show_spinner=False, max_entries=32, ttl=3600)
+def _key_labels(database_url: str, org_id: str, actor: Actor) -> dict[str, str]:
+    engine = engine_for(database_url)
+    with db.read_session(engine) as s:
+        org = orgs.get_organization(s, org_id, actor)
+        return {v.id: f"{v.name} · {v.masked}" for v in keys.list_keys(s, org.id, actor)}
+
+
+def key_labels(ctx: Context, needed: Iterable[str] = ()) -> dict[str, str]:
+    """Return 'name · masked' for each key id of the organization (cached per user).
+
+    A key's name and display parts never change, so the cache stays right for every key
+    it holds; it is rebuilt when a key in `needed` is missing (one created since).
+    """
+    labels = _key_labels(ctx.settings.database_url, ctx.org_id, ctx.actor)
+    if any(k not in labels for k in needed):
+        _key_labels.clear()
+        labels = _key_labels(ctx.settings.database_url, ctx.org_id, ctx.actor)
+    return labels
