@@ -60,7 +60,11 @@ def test_whoami_verify_health_and_openapi(
                 "org": org.id,
                 "key_name": "Production Server",
             }
-            r = c.post("/v1/keys/verify", json={"key": new.key[:-1] + "0"}, headers=svc)
+            r = c.post(
+                "/v1/keys/verify",
+                json={"key": new.key[:-1] + ("0" if new.key[-1] != "0" else "1")},
+                headers=svc,
+            )
             assert r.status_code == 200 and r.json()["code"] in {"invalid_key"}
             assert r.json()["valid"] is False
             r = c.post("/v1/keys/verify", json={"key": new.key})

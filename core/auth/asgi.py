@@ -35,7 +35,7 @@ from core.auth.principal import (
     verdict_body,
 )
 from core.auth.verifier import Verifier
-from core.usage.recorder import MAX_PATH, UsageRecorder
+from core.usage.recorder import MAX_METHOD, MAX_PATH, UsageRecorder
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -170,27 +170,28 @@ class ApiKeyMiddleware:
             return
         status = 500 if kind == "http" else 101  # a WebSocket has no HTTP status of its own
 
-        async def send_status(message: Message) -> None:
+        def send_status(message: Message) -> Awaitable[None]:
+            # A plain function handing back `send`'s awaitable: no extra coroutine per send.
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self.recorder.append(
-                (
-                    time.time(),
-                    verdict.org_id,
-                    verdict.key_id,
-                    scope.get("method", "WEBSOCKET")[:16],
-                    scope["path"][:MAX_PATH],
-                    status,
-                    (time.perf_counter() - started) * 1000.0,
-                    "valid",
-                    host,
-                )
+            method = scope.get("method", "WEBSOCKET")
+            path = scope["path"]
+            self.recorder.add(
+                time.time(),
+                verdict.org_id,
+                verdict.key_id,
+                method if len(method) <= MAX_METHOD else method[:MAX_METHOD],
+                path if len(path) <= MAX_PATH else path[:MAX_PATH],
+                status,
+                (time.perf_counter() - started) * 1000.0,
+                "valid",
+                host,
             )
 
     async def _refuse(self, scope: Scope, send: Send, status: int, code: str, msg: str) -> None:

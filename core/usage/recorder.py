@@ -1,7 +1,13 @@
 """The usage recorder: an in-memory buffer off the request path, flushed to the Parquet log.
 
-`UsageRecorder.record` appends one tuple to a deque (no lock, no I/O); a
-background thread flushes every `interval` seconds, or as soon as `batch_size` records
+The buffer is column-ready: one flat list that each record extends with its `FIELDS`
+values in one atomic `list +=` (no lock, no row object kept, nothing new for the cyclic
+GC to track). A flush takes the first whole records with one slice and removes them with
+one `del` (records added meanwhile stay queued), and builds each Arrow column straight
+from a strided slice of the list (`flat[i::FIELDS]`, a C-speed copy), so no row object is
+ever made or transposed.
+
+A background thread flushes every `interval` seconds, or as soon as `batch_size` records
 wait, and once more at `close()`. Each flush writes one new file per day touched (see
 `core.usage.schema.write_records`) and then rolls per-key counts into SQL in one
 batched statement (`core.usage.rollup`). When the buffer is full, or a write fails, the
@@ -13,7 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,10 +33,14 @@ from core.usage.schema import SCHEMA, partition_dir, write_file, write_records
 
 log = logging.getLogger("core.usage")
 
-# (ts, org_id, key_id, method, path, status, latency_ms, code, client)
-Row = tuple[float, str | None, str | None, str, str, int, float, str, str | None]
+# One record's values, in this order, in the flat buffer:
+# ts (epoch s), org_id, key_id, method, path, status, latency_ms, code, client
+FIELDS = 9
+MAX_METHOD = 16
 MAX_PATH = 512
 _WARN_EVERY = 10.0
+_TEXT = (1, 2, 3, 4, 7, 8)  # the string columns' positions in a record
+_TEXT_LIMIT = {1: MAX_PATH, 2: MAX_PATH, 3: MAX_METHOD, 4: MAX_PATH, 7: 64, 8: 64}
 
 
 @dataclass
@@ -58,29 +67,35 @@ def _clean(value: str | None, limit: int) -> str | None:
     return value[:limit].encode("utf-8", "replace").decode("utf-8")
 
 
-def rows_to_table(rows: list[Row]) -> pa.Table:
-    """Return the records as a table of the log's schema; odd text is made valid UTF-8."""
-    cols = list(zip(*rows, strict=True))
-    seconds = pa.array(cols[0], pa.float64())
-    micros = pc.multiply(seconds, 1_000_000.0).cast(pa.int64(), safe=False)
-    arrays: list[Any] = [micros.cast(pa.timestamp("us", tz="UTC"))]
+def _text(values: list[Any], limit: int) -> pa.Array:
     try:
-        text_cols = [pa.array(c, pa.string()) for c in (cols[1], cols[2], cols[3], cols[4])]
-        code_client = [pa.array(cols[7], pa.string()), pa.array(cols[8], pa.string())]
-    except (pa.ArrowException, UnicodeError):
-        text_cols = [
-            pa.array([_clean(v, MAX_PATH) for v in c], pa.string())
-            for c in (cols[1], cols[2], cols[3], cols[4])
-        ]
-        code_client = [
-            pa.array([_clean(v, 64) for v in cols[7]], pa.string()),
-            pa.array([_clean(v, 64) for v in cols[8]], pa.string()),
-        ]
-    arrays += text_cols
-    arrays.append(pa.array(cols[5], pa.int16()))
-    arrays.append(pa.array(cols[6], pa.float32()))
-    arrays += code_client
-    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+        return pa.array(values, pa.string())
+    except (pa.ArrowException, UnicodeError):  # lone surrogates and the like
+        return pa.array([_clean(v, limit) for v in values], pa.string())
+
+
+def _status(value: Any) -> int:
+    return value if type(value) is int and 0 <= value <= 999 else 0
+
+
+def flat_to_table(flat: list[Any]) -> pa.Table:
+    """Return records laid out flat (`FIELDS` values each) as a table of the log's schema.
+
+    Odd text (lone surrogates) is made valid UTF-8, and an odd status becomes 0, rather
+    than losing the flush.
+    """
+    seconds = pa.array(flat[0::FIELDS], pa.float64())
+    micros = pc.multiply(seconds, 1_000_000.0).cast(pa.int64(), safe=False)
+    arrays: dict[int, Any] = {0: micros.cast(pa.timestamp("us", tz="UTC"))}
+    for i in _TEXT:
+        arrays[i] = _text(flat[i::FIELDS], _TEXT_LIMIT[i])
+    statuses = flat[5::FIELDS]
+    try:
+        arrays[5] = pa.array(statuses, pa.int16())
+    except (pa.ArrowException, TypeError, OverflowError):  # an app sent an odd status
+        arrays[5] = pa.array([_status(v) for v in statuses], pa.int16())
+    arrays[6] = pa.array(flat[6::FIELDS], pa.float32())
+    return pa.Table.from_arrays([arrays[i] for i in range(FIELDS)], schema=SCHEMA)
 
 
 def _day(ts: float) -> str:
@@ -122,9 +137,11 @@ class UsageRecorder:
         self.data_dir = Path(data_dir)
         self._engine = engine
         self._interval = interval
-        self._wake_at = min(batch_size, max_buffer) - 1  # this many queued: wake on the next
-        self._max_buffer = max_buffer
-        self._buf: deque[Row] = deque()
+        # Lengths of the flat buffer: this many values queued, wake the flusher on the next
+        # record; this many, drop the next one (counted overflow).
+        self._wake_len = (min(batch_size, max_buffer) - 1) * FIELDS
+        self._max_len = max_buffer * FIELDS
+        self._buf: list[Any] = []  # FIELDS values per record, see `add`
         self._flush_lock = threading.Lock()
         self._overflow_lock = threading.Lock()
         self._wake = threading.Event()
@@ -148,24 +165,46 @@ class UsageRecorder:
         code: str,
         client: str | None,
     ) -> None:
-        """Queue one record; if the buffer is full, count it as overflow instead."""
-        self.append(
-            (ts, org_id, key_id, method[:16], path[:MAX_PATH], status, latency_ms, code, client)
+        """Queue one record (method and path cut to their limits); never blocks.
+
+        If the buffer is full the record is counted as overflow and dropped instead.
+        """
+        self.add(
+            ts,
+            org_id,
+            key_id,
+            method[:MAX_METHOD],
+            path[:MAX_PATH],
+            status,
+            latency_ms,
+            code,
+            client,
         )
 
-    def append(self, row: Row) -> None:
-        """Queue one prepared record (method ≤ 16, path ≤ MAX_PATH characters); never blocks.
+    def add(
+        self,
+        ts: float,
+        org_id: str | None,
+        key_id: str | None,
+        method: str,
+        path: str,
+        status: int,
+        latency_ms: float,
+        code: str,
+        client: str | None,
+    ) -> None:
+        """Queue one prepared record (method ≤ MAX_METHOD, path ≤ MAX_PATH characters).
 
-        The buffer is a deque (thread-safe appends, no lock on the request path); past
-        `batch_size` the flusher is woken, past `max_buffer` the record is counted as
-        overflow and dropped.
+        The hot path: one length check and one atomic `list +=`, no lock, never blocks.
+        Past `batch_size` queued records the flusher is woken; past `max_buffer` the
+        record is counted as overflow and dropped.
         """
         buf = self._buf
-        if len(buf) < self._wake_at:
-            buf.append(row)
+        if len(buf) < self._wake_len:
+            buf += (ts, org_id, key_id, method, path, status, latency_ms, code, client)
             return
-        if len(buf) < self._max_buffer:
-            buf.append(row)
+        if len(buf) < self._max_len:
+            buf += (ts, org_id, key_id, method, path, status, latency_ms, code, client)
         else:
             with self._overflow_lock:
                 self.stats.overflow += 1
@@ -200,26 +239,29 @@ class UsageRecorder:
         """Write the buffered records now; return how many were written."""
         with self._flush_lock:
             buf = self._buf
-            pop = buf.popleft
-            rows = [pop() for _ in range(len(buf))]
-            self.stats.recorded += len(rows)
+            size = len(buf)
+            size -= size % FIELDS  # whole records only (each `+=` adds one whole record)
+            flat = buf[:size]  # one atomic copy: records added from now on stay queued ...
+            del buf[:size]  # ... and this drops exactly the ones copied
+            count = size // FIELDS
+            self.stats.recorded += count
             written = 0
-            if rows:
-                table = self._write(rows)
+            if count:
+                table = self._write(flat, count)
                 if table is not None:
                     written = table.num_rows
                     self._collect_rollup(table)
             self._apply_rollup()
-            self.stats.buffered = len(self._buf)
+            self.stats.buffered = len(self._buf) // FIELDS
             return written
 
-    def _write(self, rows: list[Row]) -> pa.Table | None:
-        """Write the rows; return their table, or None when they were dropped (counted)."""
+    def _write(self, flat: list[Any], count: int) -> pa.Table | None:
+        """Write `count` flat records; return their table, or None when dropped (counted)."""
         try:
-            table = rows_to_table(rows)
+            table = flat_to_table(flat)
         except Exception:
-            self.stats.write_failed += len(rows)
-            log.exception("usage records could not be converted; %d dropped", len(rows))
+            self.stats.write_failed += count
+            log.exception("usage records could not be converted; %d dropped", count)
             return None
         bounds = pc.min_max(table["ts"].cast(pa.int64()))
         first, last = bounds["min"].as_py() / 1e6, bounds["max"].as_py() / 1e6
@@ -228,16 +270,16 @@ class UsageRecorder:
                 paths = write_table(self.data_dir, table, first, last)
             except OSError as exc:
                 if attempt == 2:
-                    self.stats.write_failed += len(rows)
+                    self.stats.write_failed += count
                     self._warn(
                         "usage log write failed (%s); %d records dropped (write_failed=%d)",
                         exc.strerror or type(exc).__name__,
-                        len(rows),
+                        count,
                         self.stats.write_failed,
                     )
                     return None
                 continue
-            self.stats.written += len(rows)
+            self.stats.written += count
             self.stats.flushes += 1
             self.stats.files += len(paths)
             self.stats.last_flush_at = datetime.now(UTC).isoformat()
@@ -274,6 +316,6 @@ class UsageRecorder:
     def snapshot(self) -> dict[str, Any]:
         """Return the recorder's counters (recorded, written, overflow, write_failed, …)."""
         out = self.stats.to_dict()
-        out["buffered"] = buffered = len(self._buf)
+        out["buffered"] = buffered = len(self._buf) // FIELDS
         out["recorded"] += buffered
         return out

@@ -35,6 +35,9 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
+# Dictionary-encode the repetitive columns only: for the near-unique ts and latency_ms
+# the writer would build a dictionary and give it up, costing time and nearly doubling the file.
+DICTIONARY_COLUMNS = ["org_id", "key_id", "method", "path", "status", "code", "client"]
 
 
 def usage_root(data_dir: Path) -> Path:
@@ -60,7 +63,9 @@ def write_file(directory: Path, table: pa.Table, *, stem: str | None = None) -> 
     final = directory / f"{stem}.parquet"
     tmp = directory / f".{stem}.parquet.tmp"
     try:
-        pq.write_table(table.cast(SCHEMA), tmp, compression="zstd")
+        pq.write_table(
+            table.cast(SCHEMA), tmp, compression="zstd", use_dictionary=DICTIONARY_COLUMNS
+        )
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
