@@ -63,6 +63,7 @@ since = datetime.combine(period[0], time.min, UTC)
 until = datetime.combine(period[1] + timedelta(days=1), time.min, UTC)
 data_dir = ctx.settings.data_dir
 
+one_key = None if key_choice == "all" else key_choice
 with st.spinner("Reading the usage log…"):
     totals = analytics.latency_percentiles(data_dir, ctx.org_id, since=since, until=until)
     if int(totals["calls"].iloc[0]) == 0:
@@ -75,30 +76,23 @@ with st.spinner("Reading the usage log…"):
         st.stop()
     per_key = analytics.top_keys(data_dir, ctx.org_id, limit=10_000, since=since, until=until)
     names = _ui.key_labels(ctx, needed=per_key["key_id"])
-    over_time = analytics.calls_over_time(
-        data_dir, ctx.org_id, grain=grain, since=since, until=until
-    )
-    by_code = analytics.error_rates(data_dir, ctx.org_id, by="code", since=since, until=until)
-    by_day = analytics.latency_percentiles(data_dir, ctx.org_id, by="day", since=since, until=until)
+    scope = {"since": since, "until": until, "key_id": one_key}
+    over_time = analytics.calls_over_time(data_dir, ctx.org_id, grain=grain, **scope)
+    by_code = analytics.error_rates(data_dir, ctx.org_id, by="code", **scope)
+    by_day = analytics.latency_percentiles(data_dir, ctx.org_id, by="day", **scope)
+    if one_key is not None:
+        totals = analytics.latency_percentiles(data_dir, ctx.org_id, **scope)
 
 row = totals.iloc[0]
-if key_choice != "all":
-    mine = per_key[per_key["key_id"] == key_choice]
-    k_calls = int(mine["calls"].sum())
-    k_err = float(mine["error_rate"].iloc[0]) if len(mine) else 0.0
-    k_p95 = f"{mine['p95_ms'].iloc[0]:.1f} ms" if len(mine) else "—"
-    m1, m2, m3 = st.columns(3)
-    m1.metric("Calls with this key", f"{k_calls:,}", border=True)
-    m2.metric("Error rate", f"{k_err:.1%}", border=True)
-    m3.metric("Latency p95", k_p95, border=True)
-    st.caption("The charts below cover all of the organization's keys.")
-else:
-    m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Calls", f"{int(row['calls']):,}", border=True)
-    errors = int(over_time["errors"].sum())
-    m2.metric("Error rate", f"{errors / max(1, int(row['calls'])):.1%}", border=True)
-    m3.metric("Latency p50", f"{row['p50_ms']:.1f} ms", border=True)
-    m4.metric("Latency p95", f"{row['p95_ms']:.1f} ms", border=True)
+calls = int(row["calls"])
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Calls with this key" if one_key else "Calls", f"{calls:,}", border=True)
+errors = int(over_time["errors"].sum())
+m2.metric("Error rate", f"{errors / max(1, calls):.1%}", border=True)
+m3.metric("Latency p50", f"{row['p50_ms']:.1f} ms" if calls else "—", border=True)
+m4.metric("Latency p95", f"{row['p95_ms']:.1f} ms" if calls else "—", border=True)
+if one_key:
+    st.caption("Charts show this key's calls; “By key” compares all of the organization's keys.")
 
 st.subheader("Calls over time")
 long = over_time.melt(id_vars=["bucket"], value_vars=["ok", "errors"], var_name="result")

@@ -211,3 +211,17 @@ def test_whole_period_percentiles_equal_numpy_on_random_latencies(tmp_path: Path
     for q, column in [(0.5, "p50_ms"), (0.9, "p90_ms"), (0.95, "p95_ms"), (0.99, "p99_ms")]:
         assert row[column] == pytest.approx(np.quantile(values, q), rel=1e-12)
     assert row["max_ms"] == pytest.approx(values.max())
+
+
+def test_one_keys_calls_latency_and_codes(log: Path) -> None:
+    days = analytics.calls_over_time(log, ORG, grain="day", key_id="key_1")
+    assert days["calls"].tolist() == [3]  # key_1 was only used on day 1
+    assert days["errors"].tolist() == [2]  # the 500 and the revoked call
+    (row,) = analytics.latency_percentiles(log, ORG, key_id="key_1").to_dict("records")
+    assert row["calls"] == 3 and row["p50_ms"] == pytest.approx(20.0)
+    codes = analytics.error_rates(log, ORG, key_id="key_2").set_index("code")["calls"]
+    assert codes.to_dict() == {"valid": 3}
+    # A key of another organization is never read through this one.
+    assert analytics.latency_percentiles(log, OTHER, key_id="key_2")["calls"].iloc[0] == 0
+    with pytest.raises(ValidationError, match="key_id"):
+        analytics.calls_over_time(log, ORG, key_id="")

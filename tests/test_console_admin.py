@@ -96,17 +96,21 @@ def test_usage_page_charts_the_usage_log(console: Console, org: OrgFixture, data
             s, org.id, org.member, name="Mobile App", expires=30, pepper=Settings.from_env().pepper
         )
     _write_usage(data_dir, org.id, new.id, n_ok=30, n_bad=10)
+    _write_usage(data_dir, org.id, "key_second", n_ok=20, n_bad=0)
     _write_usage(data_dir, "org_someone_else", "key_other", n_ok=50, n_bad=0)
     at = console.signed_in("member@acme.test", "Usage")
     assert_clean(at)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Calls"] == "40"
-    assert metrics["Error rate"] == "25.0%"
+    assert metrics["Calls"] == "60"
+    assert metrics["Error rate"] == "16.7%"
     assert len(at.get("vega_lite_chart")) == 4
     at.selectbox(key="usage_key").set_value(new.id).run()
-    assert {m.label: m.value for m in at.metric}["Calls with this key"] == "40"
+    assert_clean(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Calls with this key"] == "40"
+    assert metrics["Error rate"] == "25.0%"
     dashboard = console.signed_in("member@acme.test")
-    assert {m.label: m.value for m in dashboard.metric}["Calls, last 24 h"] == "40"
+    assert {m.label: m.value for m in dashboard.metric}["Calls, last 24 h"] == "60"
 
 
 def test_webhooks_page_renders_for_admins(console: Console, org: OrgFixture) -> None:

@@ -104,11 +104,13 @@ def usage_cte(
     since: datetime | None,
     until: datetime | None,
     params: dict[str, Any],
+    key_id: str | None = None,
 ) -> str:
     """Return ``u AS (…)``: the organization's usage records in [since, until).
 
-    Fills `params` ($org, $glob, $since, $until). Day partitions outside the period are
-    pruned before any file is opened. An empty or missing log reads as no rows.
+    Fills `params` ($org, $glob, $since, $until, $key). With `key_id`, only that key's
+    records. Day partitions outside the period are pruned before any file is opened. An
+    empty or missing log reads as no rows.
     """
     if not isinstance(org_id, str) or not org_id:
         raise ValidationError("an organization id is required", field="org_id")
@@ -123,6 +125,11 @@ def usage_cte(
         con.register("_empty_usage", empty)
         source = "_empty_usage"
     where = ["org_id = $org"]
+    if key_id is not None:
+        if not isinstance(key_id, str) or not key_id:
+            raise ValidationError("key_id must be a key's id", field="key_id")
+        params["key"] = key_id
+        where.append("key_id = $key")
     if since is not None:
         params["since"] = since
         params["since_day"] = since.date()

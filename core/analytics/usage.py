@@ -41,18 +41,20 @@ def calls_over_time(
     grain: str = "day",
     since: Bound = None,
     until: Bound = None,
+    key_id: str | None = None,
 ) -> pd.DataFrame:
     """Return calls per time bucket: bucket (UTC start), calls, ok, errors, error_rate.
 
     `grain` is hour, day, week (ISO, Monday) or month. Buckets with no calls between the
     first and the last (or the period's bounds, when given) appear with zero calls.
-    Raise ValidationError for an unknown grain or a reversed period.
+    With `key_id`, only that key's calls. Raise ValidationError for an unknown grain or a
+    reversed period.
     """
     step = grain_interval(grain)
     lo, hi = check_range(since, until)
     con = cursor()
     params: dict[str, Any] = {"grain": grain}
-    cte = usage_cte(con, data_dir, org_id, lo, hi, params)
+    cte = usage_cte(con, data_dir, org_id, lo, hi, params, key_id)
     params["lo"] = lo
     params["hi"] = hi - timedelta(microseconds=1) if hi is not None else None
     # Group by a cheap key first (the day partition, or the epoch hour), then truncate the
@@ -133,6 +135,7 @@ def error_rates(
     by: str = "code",
     since: Bound = None,
     until: Bound = None,
+    key_id: str | None = None,
 ) -> pd.DataFrame:
     """Return calls per authentication result code (or per HTTP status): by, calls, share.
 
@@ -144,7 +147,7 @@ def error_rates(
     lo, hi = check_range(since, until)
     con = cursor()
     params: dict[str, Any] = {}
-    cte = usage_cte(con, data_dir, org_id, lo, hi, params)
+    cte = usage_cte(con, data_dir, org_id, lo, hi, params, key_id)
     sql = f"""
         WITH {cte}
         SELECT {by}, count(*) AS calls, count(*) / sum(count(*)) OVER () AS share
@@ -161,6 +164,7 @@ def latency_percentiles(
     by: str | None = None,
     since: Bound = None,
     until: Bound = None,
+    key_id: str | None = None,
 ) -> pd.DataFrame:
     """Return latency percentiles (ms): [by,] calls, p50_ms, p90_ms, p95_ms, p99_ms, max_ms.
 
@@ -175,7 +179,7 @@ def latency_percentiles(
     lo, hi = check_range(since, until)
     con = cursor()
     params: dict[str, Any] = {}
-    cte = usage_cte(con, data_dir, org_id, lo, hi, params)
+    cte = usage_cte(con, data_dir, org_id, lo, hi, params, key_id)
     if by is None:
         # DuckDB scans and scopes the records; one vectorized sort of the column then
         # gives every percentile exactly, several times faster than quantile_cont here.
