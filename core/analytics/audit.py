@@ -19,25 +19,15 @@ from sqlalchemy.orm import Session
 
 from core.analytics._duck import check_range, cursor, frame
 from core.audit.models import AuditEvent
+from core.audit.reports import PARQUET_SCHEMA
 from core.errors import ValidationError
 from core.events import EventType
 from core.orgs.permissions import Actor, Permission, check
 
 Bound = datetime | date | None
 
-EVENT_SCHEMA = pa.schema(
-    [
-        ("seq", pa.int64()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("actor_type", pa.string()),
-        ("actor_id", pa.string()),
-        ("actor_email", pa.string()),
-        ("action", pa.string()),
-        ("target_type", pa.string()),
-        ("target_id", pa.string()),
-        ("details", pa.string()),  # JSON text
-    ]
-)
+# The audit export's columns without the chain hashes ("details", JSON text, stays last).
+EVENT_SCHEMA = pa.schema([f for f in PARQUET_SCHEMA if f.name not in ("prev_hash", "hash")])
 ACTIVITY_GROUPS = ("actor", "action", "day", "actor_type", "target_type")
 
 
