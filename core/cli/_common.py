@@ -63,6 +63,14 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
 
 
+def print_secret_once(secret: str) -> None:
+    """Print a secret indented on its own line, with the warning that it is shown once."""
+    print()
+    print(f"    {secret}")
+    print()
+    print("Copy it now: it will not be shown again.")
+
+
 def read_password(args: argparse.Namespace, *, confirm: bool = True) -> str:
     """Return a password from stdin (--password-stdin) or a hidden prompt."""
     if getattr(args, "password_stdin", False):

@@ -13,6 +13,7 @@ from core.cli._common import (
     add_json_flag,
     engine,
     print_json,
+    print_secret_once,
     print_table,
     session,
     settings,
@@ -74,10 +75,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         print_json(new.to_dict())
     else:
         print(f"Created API key {new.name!r} ({new.id}), expires {new.expires_at.isoformat()}")
-        print()
-        print(f"    {new.key}")
-        print()
-        print("Copy it now: it will not be shown again.")
+        print_secret_once(new.key)
     return 0
 
 
@@ -128,10 +126,7 @@ def cmd_roll(args: argparse.Namespace) -> int:
         until = old.revoked_at.isoformat() if old.revoked_at else "now"
         print(f"Rolled {old.name!r}: old key {old.masked} works until {until}")
         print(f"New key {new.id}, expires {new.expires_at.isoformat()}:")
-        print()
-        print(f"    {new.key}")
-        print()
-        print("Copy it now: it will not be shown again.")
+        print_secret_once(new.key)
     return 0
 
 

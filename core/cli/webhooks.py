@@ -12,6 +12,7 @@ from core.cli._common import (
     add_json_flag,
     engine,
     print_json,
+    print_secret_once,
     print_table,
     session,
     settings,
@@ -82,10 +83,8 @@ def cmd_add(args: argparse.Namespace) -> int:
         print_json({"id": view.id, "secret": secret, **view.to_dict()})
     else:
         print(f"Added endpoint {view.id} → {view.url} ({', '.join(view.events)})")
-        print()
-        print(f"    Signing secret: {secret}")
-        print()
-        print("Copy it now: it will not be shown again.")
+        print("Signing secret:")
+        print_secret_once(secret)
     return 0
 
 
