@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.errors import StorageError, ValidationError
-from core.usage.schema import SCHEMA, partition_dir, usage_root
+from core.usage.schema import SCHEMA, WRITE_OPTIONS, partition_dir, usage_root
 
 STAGING_PREFIX = ".compact-"
 LOCK_FILE = ".compact.lock"
@@ -158,7 +158,9 @@ def _compact_day(data_dir: Path, day: str) -> CompactResult:
     staging.mkdir()
     sources = json.dumps(sorted(f.name for f in files)).encode()
     out = staging / f"compact-{token}.parquet"
-    pq.write_table(merged.replace_schema_metadata({SOURCES_META: sources}), out, compression="zstd")
+    merged = merged.replace_schema_metadata({SOURCES_META: sources})
+    # Written once a day, sorted by time: statistics on every column are worth keeping.
+    pq.write_table(merged, out, **{**WRITE_OPTIONS, "write_statistics": True})
     with open(out, "rb") as fh:
         os.fsync(fh.fileno())
     _fsync_dir(staging)
