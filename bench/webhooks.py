@@ -1,13 +1,15 @@
 """Webhook delivery: deliveries/s and commit-to-receipt latency, 1 and 4 workers, PostgreSQL.
 
-    python bench/webhooks.py [--quick] [--pg postgresql+psycopg://postgres@127.0.0.1/postgres]
+    python bench/webhooks.py [--quick] [--rounds N] [--pg postgresql+psycopg://…/postgres]
 
 A receiver (a separate process, answering 200 at once) gets:
-  1. bare POSTs of the same body from aiohttp and from httpx.AsyncClient (64 in flight)
-     — the baseline, and the measurement that chose aiohttp for the dispatcher;
+  1. bare POSTs of the same body from aiohttp (the baseline, 64 in flight) and, once,
+     from httpx.AsyncClient (the measurement that chose aiohttp for the dispatcher);
   2. webhooks through the outbox with 1 and then 4 `python -m core worker` processes:
-     a burst of N events made due by one commit (throughput: that commit → last receipt),
-     then a paced stream (commit → receipt p50/p99 when the receiver answers at once).
+     rounds of a burst of N events made due by one commit (throughput: that commit → last
+     receipt), each with bare aiohttp POSTs just before and after it, so every ratio
+     compares figures taken seconds apart; then a paced stream (commit → receipt p50/p99
+     when the receiver answers at once).
 """
 
 from __future__ import annotations
@@ -159,12 +161,39 @@ def release(engine) -> float:  # type: ignore[no-untyped-def]
     return time.time()
 
 
+def start_workers(n: int, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    return [
+        subprocess.Popen([sys.executable, "-m", "core", "worker"], cwd=ROOT, env=env)
+        for _ in range(n)
+    ]
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    for w in workers:
+        w.send_signal(signal.SIGTERM)
+    for w in workers:
+        w.wait(30)
+
+
+def burst_round(engine, org_id: str, n: int, pids: list[int], receiver_pid: int):  # type: ignore[no-untyped-def]
+    """Hold n messages, make them due in one commit; return (ids, commit time, CPU ms each)."""
+    ids = produce(engine, org_id, n, 500, None, hold=True)
+    groups = {"workers": pids, "receiver": [receiver_pid], "postgres": postgres_pids()}
+    cpu0 = {k: cpu_seconds(v) for k, v in groups.items()}
+    t0 = release(engine)
+    wait_delivered(engine, set(ids), 120)
+    cpu_ms = {k: (cpu_seconds(v) - cpu0[k]) * 1000 / n for k, v in groups.items()}
+    return ids, t0, cpu_ms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5, quick 2)")
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     burst = 1000 if args.quick else 4000
+    rounds = args.rounds or (2 if args.quick else 5)
     paced_seconds = 3 if args.quick else 8
     bare_n = 2000 if args.quick else 6000
 
@@ -207,37 +236,38 @@ def main() -> None:
             org_id = org.id
 
         print(f"PostgreSQL, {os.cpu_count()} cores shared with the receiver and producer")
-        rates = {c: asyncio.run(bare_posts(c, hook, bare_n)) for c in ("aiohttp", "httpx")}
-        for c, r in rates.items():
-            print(f"bare POSTs {c:8s} {r:8.0f} req/s")
-        baseline = rates["aiohttp"]
-
-        results = []
+        httpx_rate = asyncio.run(bare_posts("httpx", hook, bare_n // 6))
+        # The machine's speed drifts by tens of percent from minute to minute, so each
+        # round measures the baseline right before and after each burst: the ratio of a
+        # round compares figures taken seconds apart, and the report gives their median.
+        bare: list[float] = []
+        rates: dict[int, list[float]] = {1: [], 4: []}
+        ratios: dict[int, list[float]] = {1: [], 4: []}
+        baselines: dict[int, list[float]] = {1: [], 4: []}  # bare rate around each burst
+        cpus: dict[int, list[dict[str, float]]] = {1: [], 4: []}
+        bursts: dict[int, list[tuple[list[str], float]]] = {1: [], 4: []}
+        paced: dict[int, dict[str, float]] = {}
         for n_workers in (1, 4):
-            workers = [
-                subprocess.Popen([sys.executable, "-m", "core", "worker"], cwd=ROOT, env=env)
-                for _ in range(n_workers)
-            ]
+            workers = start_workers(n_workers, env)
             time.sleep(2.5)  # workers start, migrate-check and begin polling
-            burst_ids = produce(engine, org_id, burst, 500, None, hold=True)
-            groups = {
-                "workers": [w.pid for w in workers],
-                "receiver": [receiver.pid],
-                "postgres": postgres_pids(),
-            }
-            cpu0 = {k: cpu_seconds(v) for k, v in groups.items()}
-            t0 = release(engine)
-            wait_delivered(engine, set(burst_ids), 120)
-            cpu_ms = {k: (cpu_seconds(v) - cpu0[k]) * 1000 / burst for k, v in groups.items()}
+            pids = [w.pid for w in workers]
+            burst_round(engine, org_id, burst // 4, pids, receiver.pid)  # warm-up
+            before = asyncio.run(bare_posts("aiohttp", hook, bare_n))
+            for _ in range(rounds):
+                ids, t0, cpu_ms = burst_round(engine, org_id, burst, pids, receiver.pid)
+                after = asyncio.run(bare_posts("aiohttp", hook, bare_n))
+                bursts[n_workers].append((list(ids), t0))
+                cpus[n_workers].append(cpu_ms)
+                bare += [before, after]
+                baselines[n_workers].append(2 / (1 / before + 1 / after))
+                before = after
             paced_rate = 200 if n_workers == 1 else 400
-            paced = produce(engine, org_id, int(paced_rate * paced_seconds), 10, paced_rate)
-            wait_delivered(engine, set(paced), 60)
-            for w in workers:
-                w.send_signal(signal.SIGTERM)
-            for w in workers:
-                w.wait(30)
+            paced[n_workers] = produce(
+                engine, org_id, int(paced_rate * paced_seconds), 10, paced_rate
+            )
+            wait_delivered(engine, set(paced[n_workers]), 60)
+            stop_workers(workers)
             workers = []
-            results.append((n_workers, t0, burst_ids, paced, cpu_ms))
 
         receiver.send_signal(signal.SIGTERM)
         receiver.wait(30)
@@ -251,22 +281,38 @@ def main() -> None:
                 duplicates += 1
             receipts.setdefault(row["id"], row["at"])
         print(
-            f"\n{'workers':>7} {'deliveries/s':>12} {'× bare':>7} {'burst p50 s':>11} "
-            f"{'paced p50 ms':>12} {'paced p99 ms':>12}  CPU ms per delivery"
+            f"bare POSTs: aiohttp {statistics.median(bare):.0f} req/s (median; "
+            f"{min(bare):.0f}-{max(bare):.0f}), httpx.AsyncClient {httpx_rate:.0f} req/s"
         )
-        for n_workers, t0, burst_ids, paced, cpu_ms in results:
-            last = max(receipts[m] for m in burst_ids)
-            rate = len(burst_ids) / (last - t0)
-            burst_lat = [receipts[m] - t0 for m in burst_ids]
-            lat = [(receipts[m] - c) * 1000 for m, c in paced.items()]
+        print(
+            f"\n{'workers':>7} {'deliveries/s':>12} {'× bare':>7} {'burst p50 s':>11} "
+            f"{'paced p50 ms':>12} {'paced p99 ms':>12}  CPU ms per delivery (median)"
+        )
+        for n_workers in (1, 4):
+            burst_lat: list[float] = []
+            for (ids, t0), base in zip(bursts[n_workers], baselines[n_workers], strict=True):
+                rate = len(ids) / (max(receipts[m] for m in ids) - t0)
+                rates[n_workers].append(rate)
+                ratios[n_workers].append(rate / base)
+                burst_lat.append(statistics.median(receipts[m] - t0 for m in ids))
+            cpu = {k: statistics.median(c[k] for c in cpus[n_workers]) for k in cpus[n_workers][0]}
+            lat = [(receipts[m] - c) * 1000 for m, c in paced[n_workers].items()]
             print(
-                f"{n_workers:7d} {rate:12.0f} {rate / baseline:7.2f} "
+                f"{n_workers:7d} {statistics.median(rates[n_workers]):12.0f} "
+                f"{statistics.median(ratios[n_workers]):7.2f} "
                 f"{statistics.median(burst_lat):11.2f} {statistics.median(lat):12.1f} "
-                f"{pct(lat, 0.99):12.1f}  " + ", ".join(f"{k} {v:.2f}" for k, v in cpu_ms.items())
+                f"{pct(lat, 0.99):12.1f}  " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+            )
+            print(
+                "        per round: deliveries/s "
+                + ", ".join(f"{r:.0f}" for r in rates[n_workers])
+                + "; × bare "
+                + ", ".join(f"{r:.2f}" for r in ratios[n_workers])
             )
         print(
-            f"duplicates: {duplicates}; burst of {burst} events, paced stream "
-            f"{paced_seconds}s at 200/s (1 worker) and 400/s (4 workers)"
+            f"duplicates: {duplicates}; {rounds} rounds of a burst of {burst} events, each "
+            f"beside bare POSTs just before and after it; paced stream {paced_seconds}s at "
+            "200/s (1 worker) and 400/s (4 workers)"
         )
     finally:
         for w in workers:

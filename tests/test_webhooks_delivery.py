@@ -530,3 +530,19 @@ def test_a_changed_encryption_key_fails_that_endpoints_messages_with_the_reason(
     m = message(session)
     assert m.status == MessageStatus.FAILED and receiver.requests == []
     assert m.last_error is not None and "webhook secret key has changed" in m.last_error
+
+
+def test_a_cookie_set_by_a_receiver_is_never_sent_back(
+    session: Session, engine: Engine, org: OrgFixture
+) -> None:
+    cfg = webhook_config(endpoint_concurrency=1)  # one message per claim: two rounds
+    assert isinstance(cfg, WebhookConfig)
+    cookie = Reply(headers={"Set-Cookie": "session=from-the-receiver; Path=/"})
+    with Receiver(lambda _r, _i: cookie) as receiver:
+        # A host name: clients keep no cookies of bare IP addresses anyway.
+        add_endpoint(session, org, f"http://localhost:{receiver.port}/hook", cfg)
+        publish(session, org, n=2)
+        assert deliver_due(engine, cfg) == 2  # both rounds share one HTTP client
+        assert len(receiver.requests) == 2
+        sent = [{k.lower() for k in r.headers} for r in receiver.requests]
+    assert all("cookie" not in names for names in sent), sent

@@ -18,14 +18,15 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import aiohttp
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from core.webhooks import egress, health, signing
+from core.webhooks import bulk, egress, health, signing
 from core.webhooks.config import WebhookConfig
 from core.webhooks.models import MessageStatus, WebhookAttempt, WebhookEndpoint, WebhookMessage
 
 JITTER = 0.2
+HEALTHY_FOR = 1.0  # seconds a dispatcher skips health writes for an endpoint seen healthy
 _messages = cast(Table, WebhookMessage.__table__)
 _attempts = cast(Table, WebhookAttempt.__table__)
 _endpoints = cast(Table, WebhookEndpoint.__table__)
@@ -68,8 +69,14 @@ def make_client(config: WebhookConfig, limit: int = 0) -> aiohttp.ClientSession:
         ttl_dns_cache=10,
     )
     timeout = aiohttp.ClientTimeout(total=config.total_timeout, sock_connect=config.connect_timeout)
+    # No cookie jar: a receiver's Set-Cookie must never ride along to later deliveries
+    # (they may go to another organization's endpoint on the same host).
     return aiohttp.ClientSession(
-        connector=connector, timeout=timeout, trust_env=False, auto_decompress=False
+        connector=connector,
+        timeout=timeout,
+        trust_env=False,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
 
@@ -201,17 +208,84 @@ def record(
     rng: random.Random | None = None,
     *,
     retry: bool = True,
+    healthy: dict[str, float] | None = None,
 ) -> int:
     """Write the attempts and message states of `results`; update endpoint health.
 
     Messages deleted meanwhile (with their endpoint) are skipped. Return how many were
-    recorded. With `retry` False (a test send) a failure is final.
+    recorded. With `retry` False (a test send) a failure is final. `healthy` (endpoint id
+    → monotonic deadline) lets a dispatcher skip health writes for endpoints it saw
+    succeed within the last second.
     """
     if not results:
         return 0
     rng = rng or random.Random()
-    # Core statements on the session's connection, set-based: this is the hot path.
+    # Set-based statements on the session's connection: this is the hot path.
     conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        existing = bulk.record(conn, _columns(results, config, rng, retry))
+    else:
+        existing = _record_portable(conn, results, config, rng, retry)
+    results = [(j, o) for j, o in results if j.message_id in existing]
+    if not results:
+        return 0
+    _update_health(session, results, config, healthy)
+    return len(results)
+
+
+def _next_state(
+    job: Job, out: Outcome, config: WebhookConfig, rng: random.Random, retry: bool
+) -> tuple[str, datetime | None]:
+    """Return a failed attempt's message status and next attempt time."""
+    delay = None if (out.gone or not retry) else next_delay(job.schedule_step, out, config, rng)
+    if delay is None:
+        return MessageStatus.FAILED, None
+    return MessageStatus.PENDING, out.attempted_at + timedelta(seconds=delay)
+
+
+def _columns(
+    results: list[tuple[Job, Outcome]], config: WebhookConfig, rng: random.Random, retry: bool
+) -> dict[str, list[Any]]:
+    """Return `results` column-wise, with each message's new state, for `bulk.record`."""
+    status: list[str] = []
+    next_at: list[datetime | None] = []
+    step: list[int] = []
+    for job, out in results:
+        if out.success:
+            status.append(MessageStatus.DELIVERED)
+            next_at.append(None)
+            step.append(job.schedule_step)
+        else:
+            state, when = _next_state(job, out, config, rng, retry)
+            status.append(state)
+            next_at.append(when)
+            step.append(job.schedule_step + 1)
+    jobs = [job for job, _ in results]
+    outs = [out for _, out in results]
+    return {
+        "ids": [j.message_id for j in jobs],
+        "endpoint_ids": [j.endpoint_id for j in jobs],
+        "trigger": [j.trigger for j in jobs],
+        "success": [o.success for o in outs],
+        "attempted_at": [o.attempted_at for o in outs],
+        "status_code": [o.status_code for o in outs],
+        "latency_ms": [o.latency_ms for o in outs],
+        "excerpt": [o.excerpt for o in outs],
+        "error": [o.error for o in outs],
+        "status": status,
+        "next_at": next_at,
+        "step": step,
+    }
+
+
+def _record_portable(
+    conn: Connection,
+    results: list[tuple[Job, Outcome]],
+    config: WebhookConfig,
+    rng: random.Random,
+    retry: bool,
+) -> set[str]:
+    """`bulk.record` in portable statements (SQLite); return the message ids logged."""
     m = _messages.c
     delivered = [(j, o) for j, o in results if o.success]
     existing: set[str] = set()
@@ -240,16 +314,12 @@ def record(
         for job, out in failed:
             if job.message_id not in existing:
                 continue
-            delay = (
-                None if (out.gone or not retry) else next_delay(job.schedule_step, out, config, rng)
-            )
+            status, next_at = _next_state(job, out, config, rng, retry)
             updates.append(
                 {
                     "b_id": job.message_id,
-                    "status": MessageStatus.FAILED if delay is None else MessageStatus.PENDING,
-                    "next_attempt_at": None
-                    if delay is None
-                    else out.attempted_at + timedelta(seconds=delay),
+                    "status": status,
+                    "next_attempt_at": next_at,
                     "schedule_step": job.schedule_step + 1,
                     "attempt_count": job.attempt_count + 1,
                     "last_attempt_at": out.attempted_at,
@@ -266,34 +336,36 @@ def record(
                 .values({k: bindparam(k) for k in updates[0] if k != "b_id"}),
                 updates,
             )
-    results = [(j, o) for j, o in results if j.message_id in existing]
-    if not results:
-        return 0
-    conn.execute(
-        insert(_attempts),
-        [
-            {
-                "message_id": job.message_id,
-                "endpoint_id": job.endpoint_id,
-                "attempted_at": out.attempted_at,
-                "success": out.success,
-                "status_code": out.status_code,
-                "latency_ms": out.latency_ms,
-                "response_excerpt": out.excerpt,
-                "error": out.error,
-                "trigger": job.trigger,
-            }
-            for job, out in results
-        ],
-    )
-    _update_health(session, results, config)
-    return len(results)
+    logged = [(j, o) for j, o in results if j.message_id in existing]
+    if logged:
+        conn.execute(
+            insert(_attempts),
+            [
+                {
+                    "message_id": job.message_id,
+                    "endpoint_id": job.endpoint_id,
+                    "attempted_at": out.attempted_at,
+                    "success": out.success,
+                    "status_code": out.status_code,
+                    "latency_ms": out.latency_ms,
+                    "response_excerpt": out.excerpt,
+                    "error": out.error,
+                    "trigger": job.trigger,
+                }
+                for job, out in logged
+            ],
+        )
+    return existing
 
 
 def _update_health(
-    session: Session, results: list[tuple[Job, Outcome]], config: WebhookConfig
+    session: Session,
+    results: list[tuple[Job, Outcome]],
+    config: WebhookConfig,
+    healthy: dict[str, float] | None = None,
 ) -> None:
     conn = session.connection()
+    clock = time.monotonic()
     latest: dict[str, Outcome] = {}
     gone: set[str] = set()
     for job, out in results:
@@ -304,6 +376,11 @@ def _update_health(
             latest[job.endpoint_id] = out
     for endpoint_id in sorted(latest):
         out = latest[endpoint_id]
+        if healthy is not None:
+            if not out.success or endpoint_id in gone:
+                healthy.pop(endpoint_id, None)
+            elif healthy.get(endpoint_id, 0.0) > clock:
+                continue  # written healthy less than a second ago
         failing_since = conn.execute(
             select(_endpoints.c.failing_since).where(_endpoints.c.id == endpoint_id)
         ).scalar()
@@ -320,6 +397,8 @@ def _update_health(
                 )
                 .values(last_success_at=out.attempted_at)
             )
+            if healthy is not None:
+                healthy[endpoint_id] = clock + HEALTHY_FOR
             continue
         endpoint = session.execute(
             select(WebhookEndpoint)

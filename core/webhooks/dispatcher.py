@@ -17,25 +17,26 @@ import functools
 import logging
 import random
 import threading
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import aiohttp
-from sqlalchemy import Engine, Table, select, update
+from sqlalchemy import Connection, Engine, Table, select, update
 from sqlalchemy.orm import Session
 
 from core.clock import utcnow
 from core.errors import ValidationError
-from core.webhooks import delivery, signing
+from core.webhooks import bulk, delivery, signing
 from core.webhooks.config import WebhookConfig
 from core.webhooks.delivery import Job, Outcome
 from core.webhooks.models import MessageStatus, WebhookEndpoint, WebhookMessage
 
 log = logging.getLogger("core.webhooks.dispatcher")
 Clock = Callable[[], datetime]
+_T = TypeVar("_T")
 FLUSH_EVERY = 0.2  # seconds between records of results no claim has taken
 
 
@@ -75,30 +76,48 @@ def claim(
     busy: dict[str, int] | None = None,
     per_endpoint: int | None = None,
     held_back: set[str] | None = None,
+    *,
+    backlog: bool = False,
 ) -> list[Job]:
     """Lease up to `limit` due messages (skipping rows other workers hold); return the jobs.
 
     `busy` maps endpoint ids to this worker's unfinished jobs: an endpoint holding
     `per_endpoint` of them (default: its concurrency bound) gets no new ones, and its id
-    is added to `held_back` if due messages were left for that reason. Messages of
-    disabled endpoints are failed. Core statements (no ORM objects): this is the hot path.
+    is added to `held_back` if due messages were left for that reason. `backlog` says the
+    last claim left some (see `bulk.claim`). Messages of disabled endpoints are failed.
+    Core statements (no ORM objects): this is the hot path.
     """
     busy = busy or {}
     per_endpoint = per_endpoint or config.endpoint_concurrency
     saturated = [e for e, n in busy.items() if n >= per_endpoint]
-    m = _messages.c
-    query = (
-        select(m.id, m.endpoint_id, m.body, m.schedule_step, m.attempt_count)
-        .where(m.status == MessageStatus.PENDING)
-        .where(m.next_attempt_at <= now)
-        .order_by(m.next_attempt_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    if saturated:
-        query = query.where(m.endpoint_id.not_in(saturated))
     conn = session.connection()
-    rows = conn.execute(query).all()
+    lease_end = now + timedelta(seconds=config.lease_seconds)
+    leased = conn.dialect.name == "postgresql"
+    if leased:
+        # One statement: lock, keep each endpoint's quota, lease (see core.webhooks.bulk).
+        # Every row it scans is locked until the commit, so when an endpoint is known to
+        # have a backlog (its rows are likely the oldest) scan only what can be taken: the
+        # free slots of endpoints in hand plus one round for others. Locking hundreds of
+        # rows to lease a few made four workers skip each other's locks all day.
+        if backlog:
+            free = sum(per_endpoint - n for n in busy.values() if n < per_endpoint)
+            limit = min(limit, free + config.endpoint_concurrency)
+        rows: Sequence[Any] = bulk.claim(conn, now, lease_end, limit, per_endpoint, busy, saturated)
+        if held_back is not None:
+            held_back.update(r.endpoint_id for r in rows if r.more)
+    else:
+        m = _messages.c
+        query = (
+            select(m.id, m.endpoint_id, m.body, m.schedule_step, m.attempt_count)
+            .where(m.status == MessageStatus.PENDING)
+            .where(m.next_attempt_at <= now)
+            .order_by(m.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        if saturated:
+            query = query.where(m.endpoint_id.not_in(saturated))
+        rows = conn.execute(query).all()
     if not rows:
         return []
     e = _endpoints.c
@@ -144,8 +163,8 @@ def claim(
                 signing_keys,
             )
         )
-    lease_end = now + timedelta(seconds=config.lease_seconds)
-    if jobs:
+    m = _messages.c
+    if jobs and not leased:
         conn.execute(
             update(_messages)
             .where(m.id.in_([j.message_id for j in jobs]))
@@ -161,7 +180,12 @@ def claim(
 
 
 class Dispatcher:
-    """Delivers due messages from `engine`; `run` loops until stopped, `run_once` drains."""
+    """Delivers due messages from `engine`; `run` loops until stopped, `run_once` drains.
+
+    Claimed jobs wait in a queue per endpoint, drained by at most `endpoint_concurrency`
+    lanes (tasks) per endpoint: no task or semaphore per message. Database work runs on
+    one thread, over one connection kept open between transactions.
+    """
 
     def __init__(
         self,
@@ -178,16 +202,55 @@ class Dispatcher:
         self.max_in_flight = max_in_flight
         self.rng = rng or random.Random()
         self.delivered = 0
-        self._busy: Counter[str] = Counter()
+        self._busy: Counter[str] = Counter()  # claimed, unfinished jobs per endpoint
+        self._claimed = 0  # their sum
         # Each endpoint sends at most `endpoint_concurrency` at once. `run` claims a few
-        # rounds ahead (as many as the lease covers), and claims again when one round's
-        # worth has finished, so the next batch is ready before the queue runs dry.
+        # rounds ahead (as many as the lease covers), and claims again when one round is
+        # left, so the next batch is ready before the queue runs dry and each claim (one
+        # transaction, which also records the results) carries several rounds.
         self._per_endpoint = config.endpoint_concurrency
-        self._gates: dict[str, asyncio.Semaphore] = {}
+        self._queues: dict[str, deque[Job]] = {}
+        self._lanes: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed: asyncio.Event | None = None
         self._held_back: set[str] = set()  # endpoints with due messages left by the last claim
+        self._healthy: dict[str, float] = {}  # see delivery.record
         self._results: list[tuple[Job, Outcome]] = []
-        self._db = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webhooks-db")
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhooks-db")
+        self._conn: Connection | None = None
+
+    # -- the database (always on one thread at a time) ---------------------------------------
+
+    def _transaction(self, work: Callable[[Session], _T]) -> _T:
+        """Run `work` in one transaction on the kept connection (reconnecting after errors)."""
+        if self._conn is None or self._conn.invalidated or self._conn.closed:
+            self._conn = self._connect()
+        conn = self._conn
+        try:
+            with conn.begin(), Session(bind=conn) as session:
+                return work(session)
+        except Exception:
+            self._close_connection()
+            raise
+
+    def _connect(self) -> Connection:
+        conn = self.engine.connect()
+        if conn.dialect.name == "postgresql":
+            # This connection is the dispatcher's alone (detached: it never goes back to
+            # the pool), so its settings stay here. Its commits (leases, results) do not
+            # wait for the WAL flush: a server crash can lose the last few hundred ms of
+            # them, which only makes those messages go out again — as when a worker dies.
+            # The messages themselves are written by the caller's own, durable commit.
+            conn.detach()
+            conn.exec_driver_sql("SET synchronous_commit = off")
+            conn.commit()
+        return conn
+
+    def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def _claim(
         self,
@@ -202,8 +265,9 @@ class Dispatcher:
         again (at least once) — as when a worker is killed.
         """
         held_back: set[str] = set()
-        with Session(self.engine) as s, s.begin():
-            done = delivery.record(s, finished, self.config, self.rng) if finished else 0
+
+        def work(s: Session) -> tuple[list[Job], int]:
+            done = self._record_in(s, finished) if finished else 0
             jobs = claim(
                 s,
                 self.config,
@@ -212,33 +276,71 @@ class Dispatcher:
                 dict(self._busy) if busy is None else busy,
                 self._per_endpoint,
                 held_back,
+                backlog=bool(self._held_back),
             )
+            return jobs, done
+
+        out = self._transaction(work)
         self._held_back = held_back
-        return jobs, done
+        return out
+
+    def _record_in(self, session: Session, results: list[tuple[Job, Outcome]]) -> int:
+        return delivery.record(session, results, self.config, self.rng, healthy=self._healthy)
 
     def _record(self, results: list[tuple[Job, Outcome]]) -> int:
-        with Session(self.engine) as s, s.begin():
-            return delivery.record(s, results, self.config, self.rng)
+        return self._transaction(lambda s: self._record_in(s, results))
 
-    async def _deliver(self, client: aiohttp.ClientSession, job: Job) -> None:
-        gate = self._gates.get(job.endpoint_id)
-        if gate is None:
-            gate = self._gates[job.endpoint_id] = asyncio.Semaphore(
-                self.config.endpoint_concurrency
-            )
+    # -- sending -----------------------------------------------------------------------------
+
+    def _enqueue(self, client: aiohttp.ClientSession, jobs: list[Job]) -> None:
+        """Queue claimed jobs per endpoint and start lanes up to each endpoint's bound."""
+        for job in jobs:
+            queue = self._queues.get(job.endpoint_id)
+            if queue is None:
+                queue = self._queues[job.endpoint_id] = deque()
+            queue.append(job)
+            self._busy[job.endpoint_id] += 1
+        self._claimed += len(jobs)
+        for endpoint_id in {job.endpoint_id for job in jobs}:
+            idle = self.config.endpoint_concurrency - self._lanes[endpoint_id]
+            for _ in range(min(idle, len(self._queues[endpoint_id]))):
+                self._lanes[endpoint_id] += 1
+                task = asyncio.create_task(self._lane(client, endpoint_id))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _lane(self, client: aiohttp.ClientSession, endpoint_id: str) -> None:
+        """Send one endpoint's queued jobs one after another until its queue is empty."""
+        queue = self._queues[endpoint_id]
         try:
-            async with gate:
-                outcome = await delivery.send(client, job, self.config, self.clock())
-            self._results.append((job, outcome))
+            while queue:
+                job = queue.popleft()
+                try:
+                    outcome = await delivery.send(client, job, self.config, self.clock())
+                    self._results.append((job, outcome))
+                except Exception:  # a bug, not the network: the lease expires, it is resent
+                    log.exception("sending webhook message %s failed", job.message_id)
+                finally:
+                    self._finished(endpoint_id)
         finally:
-            self._busy[job.endpoint_id] -= 1
-            low_water = self._per_endpoint - self.config.endpoint_concurrency
-            if self._busy[job.endpoint_id] <= low_water and self._slot_freed is not None:
-                self._slot_freed.set()  # a round's worth has finished: claim in one go
-            if self._busy[job.endpoint_id] <= 0:
-                del self._busy[job.endpoint_id]
-                if self._gates.get(job.endpoint_id) is gate and not gate.locked():
-                    del self._gates[job.endpoint_id]
+            self._lanes[endpoint_id] -= 1
+            if self._lanes[endpoint_id] <= 0:
+                del self._lanes[endpoint_id]
+                if not queue and self._queues.get(endpoint_id) is queue:
+                    del self._queues[endpoint_id]
+
+    def _finished(self, endpoint_id: str) -> None:
+        self._claimed -= 1
+        left = self._busy[endpoint_id] = self._busy[endpoint_id] - 1
+        if left <= self.config.endpoint_concurrency:
+            if self._slot_freed is not None:
+                self._slot_freed.set()  # one round is left in hand: claim the rest in one go
+            if left <= 0:
+                del self._busy[endpoint_id]
+
+    async def _drain(self) -> None:
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
 
     async def _flush(self) -> int:
         if not self._results:
@@ -266,8 +368,8 @@ class Dispatcher:
         """Wait for the next poll, or less when a saturated endpoint frees a slot.
 
         An endpoint is saturated when it holds its share of claimed jobs, or when the last
-        claim left some of its due messages for that reason: then the next claim waits for a
-        round's worth of its jobs to finish, not for the poll interval, so a backlog flows.
+        claim left some of its due messages for that reason: then the next claim waits until
+        only one round of its jobs is left, not for the poll interval, so a backlog flows.
         """
         assert self._slot_freed is not None
         saturated = bool(self._held_back) or any(
@@ -287,43 +389,40 @@ class Dispatcher:
         rounds = int(self.config.lease_seconds // self.config.total_timeout) - 1
         self._per_endpoint = max(2, min(4, rounds)) * self.config.endpoint_concurrency
         flushing = asyncio.Event()
-        tasks: set[asyncio.Task[None]] = set()
-        async with delivery.make_client(self.config) as client:
-            flusher = asyncio.create_task(self._flusher(flushing))
-            while not stop.is_set():
-                room = self.max_in_flight - len(tasks)
-                jobs: list[Job] = []
-                if room > 0:
-                    # Results waiting to be recorded ride along with the claim: one
-                    # transaction instead of two (the flusher takes whatever is left).
-                    finished, self._results = self._results, []
-                    try:
-                        jobs, done = await loop.run_in_executor(
-                            self._db,
-                            self._claim,
-                            min(room, self.config.batch_size),
-                            dict(self._busy),
-                            finished,
-                        )
-                        self.delivered += done
-                    except Exception:
-                        log.exception(
-                            "claiming webhook messages (and recording %d attempts) failed",
-                            len(finished),
-                        )
-                        await asyncio.sleep(1)
-                for job in jobs:
-                    self._busy[job.endpoint_id] += 1
-                    task = asyncio.create_task(self._deliver(client, job))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                if len(jobs) < min(room, self.config.batch_size) or room <= 0:
-                    await self._idle()
-            if tasks:
-                await asyncio.wait(tasks)
-            flushing.set()
-            await flusher
-        self._db.shutdown(wait=True)
+        try:
+            async with delivery.make_client(self.config) as client:
+                flusher = asyncio.create_task(self._flusher(flushing))
+                while not stop.is_set():
+                    room = self.max_in_flight - self._claimed
+                    jobs: list[Job] = []
+                    if room > 0:
+                        # Results waiting to be recorded ride along with the claim: one
+                        # transaction instead of two (the flusher takes whatever is left).
+                        finished, self._results = self._results, []
+                        try:
+                            jobs, done = await loop.run_in_executor(
+                                self._db,
+                                self._claim,
+                                min(room, self.config.batch_size),
+                                dict(self._busy),
+                                finished,
+                            )
+                            self.delivered += done
+                        except Exception:
+                            log.exception(
+                                "claiming webhook messages (and recording %d attempts) failed",
+                                len(finished),
+                            )
+                            await asyncio.sleep(1)
+                    self._enqueue(client, jobs)
+                    if len(jobs) < min(room, self.config.batch_size) or room <= 0:
+                        await self._idle()
+                await self._drain()
+                flushing.set()
+                await flusher
+        finally:
+            await loop.run_in_executor(self._db, self._close_connection)
+            self._db.shutdown(wait=True)
 
     async def run_once(self, *, max_rounds: int = 1000) -> int:
         """Deliver every message due now (retries due later are left); return attempts made."""
@@ -333,12 +432,16 @@ class Dispatcher:
                 jobs, _ = self._claim(self.config.batch_size)
                 if not jobs:
                     break
-                for job in jobs:
-                    self._busy[job.endpoint_id] += 1
-                await asyncio.gather(*(self._deliver(client, j) for j in jobs))
+                self._enqueue(client, jobs)
+                await self._drain()
                 batch, self._results = self._results, []
                 self.delivered += self._record(batch)
         return self.delivered - before
+
+    def close(self) -> None:
+        """Release the kept connection and the database thread (after `run_once`)."""
+        self._close_connection()
+        self._db.shutdown(wait=False)
 
 
 def deliver_due(
@@ -354,7 +457,7 @@ def deliver_due(
     try:
         return asyncio.run(dispatcher.run_once())
     finally:
-        dispatcher._db.shutdown(wait=False)
+        dispatcher.close()
 
 
 class EmbeddedWorker:

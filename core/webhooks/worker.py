@@ -94,5 +94,8 @@ def run_once(engine: Engine, config: WebhookConfig) -> tuple[int, ScanReport]:
     """Scan once, then deliver everything due now; return (attempts, scan report)."""
     report = scan(engine, config, prune=True)
     dispatcher = Dispatcher(engine, config)
-    attempts = asyncio.run(dispatcher.run_once())
+    try:
+        attempts = asyncio.run(dispatcher.run_once())
+    finally:
+        dispatcher.close()
     return attempts, report
