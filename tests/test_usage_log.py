@@ -77,6 +77,20 @@ def test_background_flush_happens_on_batch_size_and_on_close(data_dir: Path) -> 
     assert count(data_dir) == 57
 
 
+def test_records_sealed_in_chunks_are_written_once_each_in_order(data_dir: Path) -> None:
+    recorder = UsageRecorder(data_dir, chunk=10, max_buffer=40)
+    fill(recorder, 35, DAY1)  # three chunks of 10 converted on the way, 5 still raw
+    assert len(recorder._sealed) == 3
+    assert recorder.snapshot()["buffered"] == 35
+    fill(recorder, 10, DAY1 + 1)  # 5 fit below max_buffer, 5 overflow
+    assert recorder.snapshot()["overflow"] == 5
+    assert recorder.flush() == 40
+    table = pq.read_table(partition_dir(data_dir, "2026-05-01"))
+    paths = table["path"].to_pylist()
+    assert paths == [f"/v1/x/{i}" for i in range(35)] + [f"/v1/x/{i}" for i in range(5)]
+    assert recorder.snapshot()["buffered"] == 0 and recorder.flush() == 0
+
+
 def test_a_full_buffer_drops_to_a_counted_overflow(
     data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

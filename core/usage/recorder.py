@@ -2,16 +2,20 @@
 
 The buffer is column-ready: one flat list that each record extends with its `FIELDS`
 values in one atomic `list +=` (no lock, no row object kept, nothing new for the cyclic
-GC to track). A flush takes the first whole records with one slice and removes them with
-one `del` (records added meanwhile stay queued), and builds each Arrow column straight
-from a strided slice of the list (`flat[i::FIELDS]`, a C-speed copy), so no row object is
-ever made or transposed.
+GC to track). Every `chunk` records, the thread that recorded the last one converts the
+buffer's whole records into an Arrow table ("seals" them: a strided slice per column,
+`flat[i::FIELDS]`, a C-speed copy, then one `pa.array` each) and removes them with one
+`del`. Sealing small chunks where the records were made keeps the buffer small and
+cache-warm, and leaves the flusher thread almost nothing to do while holding the GIL:
+when it converted a whole second of records itself, the event loop waited for the GIL
+during each flush and every hand-over cost both threads (bench/README.md).
 
 A background thread flushes every `interval` seconds, or as soon as `batch_size` records
-wait, and once more at `close()`. Each flush writes one new file per day touched (see
-`core.usage.schema.write_records`) and then rolls per-key counts into SQL in one
-batched statement (`core.usage.rollup`). When the buffer is full, or a write fails, the
-records are dropped, counted and logged; a request is never slowed or failed by usage.
+wait, and once more at `close()`. Each flush writes the sealed chunks and what is left in
+the buffer as one new file per day touched (see `core.usage.schema.write_records`) and
+then rolls per-key counts into SQL in one batched statement (`core.usage.rollup`). When
+the buffer is full, or a write fails, the records are dropped, counted and logged; a
+request is never slowed or failed by usage.
 """
 
 from __future__ import annotations
@@ -133,6 +137,7 @@ class UsageRecorder:
         interval: float = 1.0,
         batch_size: int = 50_000,
         max_buffer: int = 200_000,
+        chunk: int = 2_000,
     ) -> None:
         self.data_dir = Path(data_dir)
         self._engine = engine
@@ -141,7 +146,14 @@ class UsageRecorder:
         # record; this many, drop the next one (counted overflow).
         self._wake_len = (min(batch_size, max_buffer) - 1) * FIELDS
         self._max_len = max_buffer * FIELDS
+        self._chunk_len = max(1, min(chunk, batch_size, max_buffer)) * FIELDS
         self._buf: list[Any] = []  # FIELDS values per record, see `add`
+        self._sealed: list[pa.Table] = []  # chunks converted by `_seal`, oldest first
+        self._sealed_rows = 0
+        # The buffer length past which `add` leaves its fast path: the next chunk's end, or
+        # sooner when sealed chunks already hold most of a batch (kept by `_reset_fast`).
+        self._fast_len = min(self._chunk_len, self._wake_len)
+        self._take_lock = threading.Lock()  # one taker of the buffer's head at a time
         self._flush_lock = threading.Lock()
         self._overflow_lock = threading.Lock()
         self._wake = threading.Event()
@@ -200,16 +212,54 @@ class UsageRecorder:
         record is counted as overflow and dropped.
         """
         buf = self._buf
-        if len(buf) < self._wake_len:
+        if len(buf) < self._fast_len:
             buf += (ts, org_id, key_id, method, path, status, latency_ms, code, client)
             return
-        if len(buf) < self._max_len:
+        if len(buf) >= self._chunk_len:
+            self._seal()
+        if len(buf) + self._sealed_rows * FIELDS < self._wake_len:
+            buf += (ts, org_id, key_id, method, path, status, latency_ms, code, client)
+            return
+        if len(buf) + self._sealed_rows * FIELDS < self._max_len:
             buf += (ts, org_id, key_id, method, path, status, latency_ms, code, client)
         else:
             with self._overflow_lock:
                 self.stats.overflow += 1
             self._warn("usage buffer full: records dropped (overflow=%d)", self.stats.overflow)
         self._wake.set()
+
+    def _take(self) -> list[Any]:
+        """Remove and return the buffer's whole records (caller holds `_take_lock`)."""
+        buf = self._buf
+        size = len(buf)
+        size -= size % FIELDS  # whole records only (each `+=` adds one whole record)
+        flat = buf[:size]  # one atomic copy: records added from now on stay queued ...
+        del buf[:size]  # ... and this drops exactly the ones copied
+        return flat
+
+    def _reset_fast(self) -> None:
+        self._fast_len = max(0, min(self._chunk_len, self._wake_len - self._sealed_rows * FIELDS))
+
+    def _seal(self) -> None:
+        """Convert the buffered records into an Arrow chunk, unless a flush is taking them."""
+        if not self._take_lock.acquire(blocking=False):
+            return
+        try:
+            flat = self._take()
+            if not flat:
+                return
+            try:
+                table = flat_to_table(flat)
+            except Exception:
+                count = len(flat) // FIELDS
+                self.stats.write_failed += count
+                log.exception("usage records could not be converted; %d dropped", count)
+                return
+            self._sealed.append(table)
+            self._sealed_rows += table.num_rows
+            self._reset_fast()
+        finally:
+            self._take_lock.release()
 
     # -- the background flusher -------------------------------------------------------------
 
@@ -238,27 +288,32 @@ class UsageRecorder:
     def flush(self) -> int:
         """Write the buffered records now; return how many were written."""
         with self._flush_lock:
-            buf = self._buf
-            size = len(buf)
-            size -= size % FIELDS  # whole records only (each `+=` adds one whole record)
-            flat = buf[:size]  # one atomic copy: records added from now on stay queued ...
-            del buf[:size]  # ... and this drops exactly the ones copied
-            count = size // FIELDS
+            with self._take_lock:
+                chunks, self._sealed, self._sealed_rows = self._sealed, [], 0
+                flat = self._take()
+                self._reset_fast()
+            count = sum(t.num_rows for t in chunks) + len(flat) // FIELDS
             self.stats.recorded += count
             written = 0
             if count:
-                table = self._write(flat, count)
+                table = self._write(chunks, flat, count)
                 if table is not None:
                     written = table.num_rows
                     self._collect_rollup(table)
             self._apply_rollup()
-            self.stats.buffered = len(self._buf) // FIELDS
+            self.stats.buffered = self._queued()
             return written
 
-    def _write(self, flat: list[Any], count: int) -> pa.Table | None:
-        """Write `count` flat records; return their table, or None when dropped (counted)."""
+    def _queued(self) -> int:
+        return self._sealed_rows + len(self._buf) // FIELDS
+
+    def _write(self, chunks: list[pa.Table], flat: list[Any], count: int) -> pa.Table | None:
+        """Write sealed chunks and flat records (`count` in all); return their table, or
+        None when dropped (counted)."""
         try:
-            table = flat_to_table(flat)
+            if flat:
+                chunks = [*chunks, flat_to_table(flat)]
+            table = chunks[0] if len(chunks) == 1 else pa.concat_tables(chunks)
         except Exception:
             self.stats.write_failed += count
             log.exception("usage records could not be converted; %d dropped", count)
@@ -316,6 +371,6 @@ class UsageRecorder:
     def snapshot(self) -> dict[str, Any]:
         """Return the recorder's counters (recorded, written, overflow, write_failed, …)."""
         out = self.stats.to_dict()
-        out["buffered"] = buffered = len(self._buf) // FIELDS
+        out["buffered"] = buffered = self._queued()
         out["recorded"] += buffered
         return out
