@@ -546,3 +546,39 @@ def test_a_cookie_set_by_a_receiver_is_never_sent_back(
         assert len(receiver.requests) == 2
         sent = [{k.lower() for k in r.headers} for r in receiver.requests]
     assert all("cookie" not in names for names in sent), sent
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_worker_reconnects_when_its_database_connection_is_cut(
+    session: Session, engine: Engine, org: OrgFixture, cfg: WebhookConfig, receiver: Receiver
+) -> None:
+    from sqlalchemy import text
+
+    from core.webhooks import EmbeddedWorker
+
+    def delivered(n: int) -> bool:
+        deadline = time.monotonic() + 15
+        while len(set(receiver.ids())) < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return len(set(receiver.ids())) == n
+
+    add_endpoint(session, org, receiver.url, cfg)
+    worker = EmbeddedWorker(engine, cfg, scan_every=3600).start()
+    try:
+        publish(session, org, n=2)
+        assert delivered(2)
+        with engine.connect() as admin:  # cut every other session, the worker's included
+            cut = admin.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        assert cut >= 1
+        publish(session, org, n=3)
+        assert delivered(5), "the worker did not come back after losing its connection"
+    finally:
+        worker.stop()
+    with session.begin():
+        statuses = session.execute(select(WebhookMessage.status)).scalars().all()
+    assert sorted(statuses) == [MessageStatus.DELIVERED] * 5

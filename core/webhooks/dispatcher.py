@@ -38,6 +38,7 @@ log = logging.getLogger("core.webhooks.dispatcher")
 Clock = Callable[[], datetime]
 _T = TypeVar("_T")
 FLUSH_EVERY = 0.2  # seconds between records of results no claim has taken
+RECORD_RETRIES = 5  # failed recordings in a row before their results are given up
 
 
 def live_secrets(endpoint: WebhookEndpoint, key: bytes, now: datetime) -> tuple[str, ...]:
@@ -216,6 +217,7 @@ class Dispatcher:
         self._held_back: set[str] = set()  # endpoints with due messages left by the last claim
         self._healthy: dict[str, float] = {}  # see delivery.record
         self._results: list[tuple[Job, Outcome]] = []
+        self._record_failures = 0  # failed recordings in a row, see _keep_for_retry
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhooks-db")
         self._conn: Connection | None = None
 
@@ -350,11 +352,24 @@ class Dispatcher:
         try:
             done = await loop.run_in_executor(self._db, self._record, batch)
         except Exception:
-            # The leases expire and the messages are sent again: at-least-once holds.
-            log.exception("recording %d webhook attempts failed", len(batch))
+            self._keep_for_retry(batch, "recording %d webhook attempts failed")
             return 0
+        self._record_failures = 0
         self.delivered += done
         return done
+
+    def _keep_for_retry(self, batch: list[tuple[Job, Outcome]], message: str) -> None:
+        """Keep results whose recording failed for the next transaction (a new connection).
+
+        After `RECORD_RETRIES` failures in a row they are dropped: their leases expire and
+        the messages are sent again, so at-least-once holds either way.
+        """
+        self._record_failures += 1
+        if self._record_failures <= RECORD_RETRIES:
+            log.warning(message + "; kept for a retry", len(batch), exc_info=True)
+            self._results[:0] = batch
+        else:
+            log.exception(message + "; their messages will be sent again", len(batch))
 
     async def _flusher(self, stop: asyncio.Event) -> None:
         # Results usually ride along with the next claim (at least every poll interval);
@@ -408,10 +423,10 @@ class Dispatcher:
                                 finished,
                             )
                             self.delivered += done
+                            self._record_failures = 0
                         except Exception:
-                            log.exception(
-                                "claiming webhook messages (and recording %d attempts) failed",
-                                len(finished),
+                            self._keep_for_retry(
+                                finished, "claiming (and recording %d webhook attempts) failed"
                             )
                             await asyncio.sleep(1)
                     self._enqueue(client, jobs)
