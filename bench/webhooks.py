@@ -87,8 +87,10 @@ def wait_delivered(engine, ids: set[str], timeout: float) -> None:  # type: igno
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with Session(engine) as s:
+            # Pending rows only (the claim index): a count over the whole, growing table
+            # every 50 ms cost PostgreSQL more CPU than the deliveries being measured.
             left = s.execute(
-                select(func.count()).where(WebhookMessage.status != MessageStatus.DELIVERED)
+                select(func.count()).where(WebhookMessage.status == MessageStatus.PENDING)
             ).scalar_one()
         if left == 0:
             return
