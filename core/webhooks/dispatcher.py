@@ -425,9 +425,12 @@ class Dispatcher:
                             self.delivered += done
                             self._record_failures = 0
                         except Exception:
-                            self._keep_for_retry(
-                                finished, "claiming (and recording %d webhook attempts) failed"
-                            )
+                            if finished:
+                                self._keep_for_retry(
+                                    finished, "claiming (and recording %d webhook attempts) failed"
+                                )
+                            else:
+                                log.exception("claiming webhook messages failed")
                             await asyncio.sleep(1)
                     self._enqueue(client, jobs)
                     if len(jobs) < min(room, self.config.batch_size) or room <= 0:
