@@ -3,12 +3,13 @@
 The buffer is column-ready: one flat list that each record extends with its `FIELDS`
 values in one atomic `list +=` (no lock, no row object kept, nothing new for the cyclic
 GC to track). Every `chunk` records, the thread that recorded the last one converts the
-buffer's whole records into an Arrow table ("seals" them: a strided slice per column,
-`flat[i::FIELDS]`, a C-speed copy, then one `pa.array` each) and removes them with one
-`del`. Sealing small chunks where the records were made keeps the buffer small and
-cache-warm, and leaves the flusher thread almost nothing to do while holding the GIL:
-when it converted a whole second of records itself, the event loop waited for the GIL
-during each flush and every hand-over cost both threads (bench/README.md).
+buffer's whole records into Arrow arrays ("seals" them: a strided slice per column,
+`flat[i::FIELDS]`, a C-speed copy, then one `pa.array` each, and nothing more: every
+other Arrow step waits for the flush) and removes them with one `del`. Sealing small
+chunks where the records were made keeps the buffer small and cache-warm, and leaves
+the flusher thread almost nothing to do while holding the GIL: when it converted a whole
+second of records itself, the event loop waited for the GIL during each flush and every
+hand-over cost both threads (bench/README.md).
 
 A background thread flushes every `interval` seconds, or as soon as `batch_size` records
 wait, and once more at `close()`. Each flush writes the sealed chunks and what is left in
@@ -82,24 +83,44 @@ def _status(value: Any) -> int:
     return value if type(value) is int and 0 <= value <= 999 else 0
 
 
-def flat_to_table(flat: list[Any]) -> pa.Table:
-    """Return records laid out flat (`FIELDS` values each) as a table of the log's schema.
+Columns = list[pa.Array]  # one sealed chunk: a record field per array, in `FIELDS` order
 
+
+def flat_to_columns(flat: list[Any]) -> Columns:
+    """Return records laid out flat (`FIELDS` values each) as one Arrow array per field.
+
+    Only the conversions from Python objects happen here, one `pa.array` call per field
+    (`ts` stays float seconds): this runs on the request thread, where each further
+    Arrow call costs tens of µs with cold caches. `columns_to_table` finishes the job.
     Odd text (lone surrogates) is made valid UTF-8, and an odd status becomes 0, rather
-    than losing the flush.
+    than losing the records.
     """
-    seconds = pa.array(flat[0::FIELDS], pa.float64())
-    micros = pc.multiply(seconds, 1_000_000.0).cast(pa.int64(), safe=False)
-    arrays: dict[int, Any] = {0: micros.cast(pa.timestamp("us", tz="UTC"))}
-    for i in _TEXT:
-        arrays[i] = _text(flat[i::FIELDS], _TEXT_LIMIT[i])
-    statuses = flat[5::FIELDS]
-    try:
-        arrays[5] = pa.array(statuses, pa.int16())
-    except (pa.ArrowException, TypeError, OverflowError):  # an app sent an odd status
-        arrays[5] = pa.array([_status(v) for v in statuses], pa.int16())
-    arrays[6] = pa.array(flat[6::FIELDS], pa.float32())
-    return pa.Table.from_arrays([arrays[i] for i in range(FIELDS)], schema=SCHEMA)
+    columns: Columns = [pa.array(flat[0::FIELDS], pa.float64())]
+    for i in range(1, FIELDS):
+        values = flat[i::FIELDS]
+        if i == 5:
+            try:
+                columns.append(pa.array(values, pa.int16()))
+            except (pa.ArrowException, TypeError, OverflowError):  # an app sent an odd status
+                columns.append(pa.array([_status(v) for v in values], pa.int16()))
+        elif i == 6:
+            columns.append(pa.array(values, pa.float32()))
+        else:
+            columns.append(_text(values, _TEXT_LIMIT[i]))
+    return columns
+
+
+def columns_to_table(chunks: list[Columns]) -> pa.Table:
+    """Return sealed chunks (oldest first) as one table of the log's schema."""
+    fields = [pa.chunked_array([c[i] for c in chunks], c0.type) for i, c0 in enumerate(chunks[0])]
+    micros = pc.multiply(fields[0], 1_000_000.0).cast(pa.int64(), safe=False)
+    fields[0] = micros.cast(pa.timestamp("us", tz="UTC"))
+    return pa.Table.from_arrays(fields, schema=SCHEMA)
+
+
+def flat_to_table(flat: list[Any]) -> pa.Table:
+    """Return records laid out flat (`FIELDS` values each) as a table of the log's schema."""
+    return columns_to_table([flat_to_columns(flat)])
 
 
 def _day(ts: float) -> str:
@@ -148,7 +169,7 @@ class UsageRecorder:
         self._max_len = max_buffer * FIELDS
         self._chunk_len = max(1, min(chunk, batch_size, max_buffer)) * FIELDS
         self._buf: list[Any] = []  # FIELDS values per record, see `add`
-        self._sealed: list[pa.Table] = []  # chunks converted by `_seal`, oldest first
+        self._sealed: list[Columns] = []  # chunks converted by `_seal`, oldest first
         self._sealed_rows = 0
         # The buffer length past which `add` leaves its fast path: the next chunk's end, or
         # sooner when sealed chunks already hold most of a batch (kept by `_reset_fast`).
@@ -249,14 +270,14 @@ class UsageRecorder:
             if not flat:
                 return
             try:
-                table = flat_to_table(flat)
+                columns = flat_to_columns(flat)
             except Exception:
                 count = len(flat) // FIELDS
                 self.stats.write_failed += count
                 log.exception("usage records could not be converted; %d dropped", count)
                 return
-            self._sealed.append(table)
-            self._sealed_rows += table.num_rows
+            self._sealed.append(columns)
+            self._sealed_rows += len(columns[0])
             self._reset_fast()
         finally:
             self._take_lock.release()
@@ -292,7 +313,7 @@ class UsageRecorder:
                 chunks, self._sealed, self._sealed_rows = self._sealed, [], 0
                 flat = self._take()
                 self._reset_fast()
-            count = sum(t.num_rows for t in chunks) + len(flat) // FIELDS
+            count = sum(len(c[0]) for c in chunks) + len(flat) // FIELDS
             self.stats.recorded += count
             written = 0
             if count:
@@ -307,13 +328,13 @@ class UsageRecorder:
     def _queued(self) -> int:
         return self._sealed_rows + len(self._buf) // FIELDS
 
-    def _write(self, chunks: list[pa.Table], flat: list[Any], count: int) -> pa.Table | None:
+    def _write(self, chunks: list[Columns], flat: list[Any], count: int) -> pa.Table | None:
         """Write sealed chunks and flat records (`count` in all); return their table, or
         None when dropped (counted)."""
         try:
             if flat:
-                chunks = [*chunks, flat_to_table(flat)]
-            table = chunks[0] if len(chunks) == 1 else pa.concat_tables(chunks)
+                chunks = [*chunks, flat_to_columns(flat)]
+            table = columns_to_table(chunks)
         except Exception:
             self.stats.write_failed += count
             log.exception("usage records could not be converted; %d dropped", count)
