@@ -1,6 +1,6 @@
 """Benchmark the HTTP service on loopback: protected /v1/whoami vs the same app unprotected.
 
-    python bench/http.py [--quick] [--rounds N] [--usage-only]
+    python bench/http.py [--quick] [--rounds N] [--usage-only] [--pairs N]
 
 Starts, on one fresh SQLite database with one key: `python -m core serve` with usage
 recording on, the same with `--no-usage`, and the same routes without the middleware
@@ -10,6 +10,14 @@ from a paced multi-process Python client for latency at a steady 1,000 req/s. Ea
 throughput figure is the median of interleaved rounds. Prints req/s, p50/p99, server CPU
 per request (and the part of it spent off the event loop thread: usage flusher, feed
 follower) and ratios.
+
+The usage-recording cost is measured apart, in many short rounds (default 30 of 2 s):
+each round runs the server with usage on, the one with usage off and a second server with
+usage off (the control) back to back, in ABBA order, and the cost is the median of the
+per-round CPU ratios. This machine's speed jumps between two levels that last tens of
+seconds (server CPU per request 26 or 37 µs, bench/README.md): a 2 s pair mostly falls
+within one level, a pair of 8 s rounds often straddles a jump. The control server, which
+is identical to the usage-off one, shows how far two equal servers differ by chance.
 """
 
 from __future__ import annotations
@@ -188,14 +196,49 @@ def steady(port: int, key: str, rate: float, seconds: float, procs: int = 4) -> 
     return lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
 
 
+Pair = tuple[float, float, float]
+
+
+def usage_pairs(
+    ports: dict[str, int], pids: dict[str, int], header: str, rounds: int, seconds: int
+) -> list[Pair]:
+    """Return, per round, server CPU µs/request with usage on, off, and off again (control)."""
+    names = ["usage_on", "usage_off", "control"]
+    out: list[Pair] = []
+    for i in range(rounds):
+        cpu: dict[str, float] = {}
+        for name in names if i % 2 == 0 else names[::-1]:
+            cpu[name] = wrk(ports[name], header, seconds, pids[name])[3]
+        out.append((cpu["usage_on"], cpu["usage_off"], cpu["control"]))
+    return out
+
+
+def usage_report(pairs: list[Pair], seconds: int) -> str:
+    on = [a / b for a, b, _ in pairs]
+    control = [c / b for _, b, c in pairs]
+    spread = statistics.quantiles(on, n=4) if len(on) >= 2 else [on[0], on[0], on[0]]
+    return (
+        f"usage recording cost, {len(pairs)} paired rounds of {seconds}s "
+        f"(median of per-round CPU ratios):\n"
+        f"  usage on / usage off:   {(statistics.median(on) - 1) * 100:+.1f}% CPU per request "
+        f"(quartiles {(spread[0] - 1) * 100:+.1f}%, {(spread[2] - 1) * 100:+.1f}%)  "
+        f"(target <= 10%)\n"
+        f"  control / usage off:    {(statistics.median(control) - 1) * 100:+.1f}% "
+        f"(two identical servers: the noise floor)\n"
+        f"  usage on: {statistics.median(p[0] for p in pairs):.1f} us/req, "
+        f"usage off: {statistics.median(p[1] for p in pairs):.1f} us/req"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="short runs (noisier)")
+    parser.add_argument("--rounds", type=int, help="interleaved wrk rounds (default 4)")
     parser.add_argument(
-        "--rounds", type=int, help="interleaved wrk rounds (default 4; 12 with --usage-only)"
+        "--pairs", type=int, help="paired 2 s rounds for the usage cost (default 30)"
     )
     parser.add_argument(
-        "--usage-only", action="store_true", help="only the valid key with usage on and off"
+        "--usage-only", action="store_true", help="only the usage cost (usage on, off, control)"
     )
     parser.add_argument("--serve-unprotected", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -205,28 +248,25 @@ def main() -> None:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed for throughput: apt-get install -y wrk")
     seconds, rounds, steady_s = (3, 1, 3.0) if args.quick else (8, 4, 10.0)
-    if args.usage_only:
-        seconds, rounds = (3, 4) if args.quick else (5, 12)
     rounds = args.rounds or rounds
+    pair_s, pairs = 2, args.pairs or (8 if args.quick else 30)
+    if pairs < 1 or rounds < 1:
+        raise SystemExit("--rounds and --pairs must be at least 1")
     data_dir = Path(tempfile.mkdtemp(prefix="bench-http-"))
     env, key = setup(data_dir)
     py = sys.executable
-    ports = {name: free_port() for name in ("baseline", "usage_on", "usage_off")}
-    procs: list[subprocess.Popen[bytes]] = [
-        start(
-            [py, str(Path(__file__)), "--serve-unprotected", str(ports["baseline"])],
-            env,
-            ports["baseline"],
-        ),
-        start(
-            [py, "-m", "core", "serve", "--port", str(ports["usage_on"])], env, ports["usage_on"]
-        ),
-        start(
-            [py, "-m", "core", "serve", "--port", str(ports["usage_off"]), "--no-usage"],
-            env,
-            ports["usage_off"],
-        ),
-    ]
+    ports = {name: free_port() for name in ("baseline", "usage_on", "usage_off", "control")}
+    serve = [py, "-m", "core", "serve", "--port"]
+    commands = {
+        "baseline": [py, str(Path(__file__)), "--serve-unprotected", str(ports["baseline"])],
+        "usage_on": [*serve, str(ports["usage_on"])],
+        "usage_off": [*serve, str(ports["usage_off"]), "--no-usage"],
+        "control": [*serve, str(ports["control"]), "--no-usage"],
+    }
+    if args.usage_only:
+        del commands["baseline"]
+    procs = {name: start(cmd, env, ports[name]) for name, cmd in commands.items()}
+    pids = {name: p.pid for name, p in procs.items()}
     good = f"Authorization: x-api-key {key}"
     bad_checksum = "Authorization: x-api-key isk_" + "A" * 36
     cases = [
@@ -236,13 +276,13 @@ def main() -> None:
         ("invalid key, usage on", "usage_on", bad_checksum),
         ("missing key, usage on", "usage_on", None),
     ]
-    if args.usage_only:
-        cases = cases[1:3]
-    pids = {name: p.pid for name, p in zip(ports, procs, strict=True)}
     results: dict[str, list[Result]] = {c[0]: [] for c in cases}
     try:
-        for _name, server, header in cases:  # warm up
-            wrk(ports[server], header, 1, pids[server])
+        for name in procs:  # warm up
+            wrk(ports[name], good, 1, pids[name])
+        if args.usage_only:
+            print(usage_report(usage_pairs(ports, pids, good, pairs, pair_s), pair_s))
+            return
         for i in range(rounds):
             # Every other round runs the cases in reverse order (ABBA), so a drift in the
             # machine's speed does not always favour the case that runs first.
@@ -260,23 +300,6 @@ def main() -> None:
         for name, (rps, p50, p99, cpu, bg) in med.items():
             print(f"{name:28} {rps:9.0f} {p50:8.2f} {p99:8.2f} {cpu:11.1f} {bg:9.2f}")
         on, off = med["valid key, usage on"], med["valid key, usage off"]
-        # Each round runs usage on and off back to back: the median of the per-round ratios
-        # is steadier than the ratio of medians when the machine's load changes between rounds.
-        paired = statistics.median(
-            a[3] / b[3]
-            for a, b in zip(
-                results["valid key, usage on"], results["valid key, usage off"], strict=True
-            )
-        )
-        usage_cost = (
-            f"  usage recording cost: {(1 - on[0] / off[0]) * 100:.1f}% req/s, "
-            f"{(on[3] / off[3] - 1) * 100:.1f}% CPU per request (median of rounds: "
-            f"{(paired - 1) * 100:.1f}%)  (target <= 10%)\n"
-            f"    {on[3] - off[3]:.2f} us/req, {on[4] - off[4]:.2f} of it off the event loop"
-        )
-        if args.usage_only:
-            print(usage_cost)
-            return
         base = med["unprotected (baseline)"]
         print("ratios (req/s; and capacity = baseline CPU per request / this CPU per request):")
         print(
@@ -287,16 +310,16 @@ def main() -> None:
             f"  protected, usage on  / baseline: {on[0] / base[0]:.2f} req/s, "
             f"{base[3] / on[3]:.2f} capacity"
         )
-        print(usage_cost)
         p50, p99 = steady(ports["usage_on"], key, 1000, steady_s)
         print(
             f"steady 1000 req/s, valid key, usage on, {steady_s:.0f}s: "
             f"p50 {p50:.2f} ms, p99 {p99:.2f} ms  (target p99 <= 10 ms)"
         )
+        print(usage_report(usage_pairs(ports, pids, good, pairs, pair_s), pair_s))
     finally:
-        for p in procs:
+        for p in procs.values():
             p.terminate()
-        for p in procs:
+        for p in procs.values():
             p.wait(20)
         shutil.rmtree(data_dir, ignore_errors=True)
 
