@@ -285,8 +285,13 @@ class UsageRecorder:
     # -- the background flusher -------------------------------------------------------------
 
     def start(self) -> UsageRecorder:
-        """Start the background flusher thread; return self."""
+        """Start the background flusher thread; return self.
+
+        One record is converted to Arrow first, so that pyarrow's lazy imports (pandas,
+        about a second of CPU) happen now rather than in the first flush, while serving.
+        """
         if self._thread is None:
+            columns_to_table([flat_to_columns([0.0, None, None, "GET", "/", 200, 0.0, "", None])])
             self._thread = threading.Thread(target=self._run, name="usage-flusher", daemon=True)
             self._thread.start()
         return self
