@@ -27,7 +27,7 @@ from starlette.routing import Route
 from core.auth.asgi import _CANONICAL, ApiKeyMiddleware
 from core.auth.contract import extract_key
 from core.auth.https import HttpsPolicy
-from core.auth.principal import PRINCIPAL_KEY
+from core.auth.principal import PRINCIPAL_KEY, STATUS_KEY
 from core.auth.verifier import Verifier
 from core.clock import utcnow
 from core.db import make_engine
@@ -211,6 +211,39 @@ def test_https_required_refuses_plain_http_and_untrusted_forwarded_proto(
     assert r.status_code == 200
     r = httpx.get(proxied + "/v1/me", headers={**auth(new.key), "X-Forwarded-Proto": "http"})
     assert r.status_code == 403
+
+
+def test_an_app_that_reports_its_status_is_recorded_without_a_send_wrapper(
+    serve: Any, session: Session, engine: Engine, pepper: bytes, data_dir: Any
+) -> None:
+    _org, new = org_with_key(session, pepper)
+    sends: list[Any] = []
+
+    class Reporting:
+        reports_status = True
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            sends.append(send)
+            if scope["path"] == "/boom":
+                raise RuntimeError("failed before answering")
+            scope[STATUS_KEY] = 201
+            body = b"{}"
+            await send({"type": "http.response.start", "status": 201, "headers": []})
+            await send({"type": "http.response.body", "body": body})
+
+    recorder = UsageRecorder(data_dir, engine)
+    url = serve(ApiKeyMiddleware(Reporting(), Verifier(engine, pepper), recorder=recorder))
+    assert httpx.get(url + "/made", headers=auth(new.key)).status_code == 201
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(url + "/boom", headers=auth(new.key)).raise_for_status()
+    wait_recorded(recorder, 2)
+    assert recorder.flush() == 2
+    rows = duckdb.sql(
+        f"SELECT path, status, code FROM read_parquet('{glob_pattern(data_dir)}') ORDER BY ts"
+    ).fetchall()
+    assert rows == [("/made", 201, "valid"), ("/boom", 500, "valid")]
+    # the app was handed the server's own `send`, not a wrapper made per request
+    assert all(getattr(s, "__self__", None) is not None for s in sends)
 
 
 def test_usage_is_recorded_for_accepted_and_refused_requests(

@@ -33,7 +33,7 @@ from core.auth.asgi import (
 from core.auth.contract import Verdict, extract_key
 from core.auth.feed import FeedFollower
 from core.auth.https import HTTPS_REQUIRED_CODE, HTTPS_REQUIRED_MESSAGE, HTTPS_REQUIRED_STATUS
-from core.auth.principal import PRINCIPAL_KEY, error_json
+from core.auth.principal import PRINCIPAL_KEY, STATUS_KEY, error_json
 from core.auth.verifier import Verifier
 from core.config import Settings
 from core.usage.recorder import UsageRecorder
@@ -54,7 +54,14 @@ _BEARER = (b"www-authenticate", b"Bearer")
 
 
 class ServiceApp:
-    """The service's routes; wrap it in ApiKeyMiddleware (as `build_app` does) to serve it."""
+    """The service's routes; wrap it in ApiKeyMiddleware (as `build_app` does) to serve it.
+
+    Every answer to a request the middleware lets through carries its status in
+    ``scope["integration.status"]`` (`reports_status`), so the middleware records usage
+    without wrapping ``send``.
+    """
+
+    reports_status = True
 
     def __init__(
         self,
@@ -121,18 +128,22 @@ class ServiceApp:
         path = scope["path"]
         method = _ROUTES.get(path)
         if method is None:
+            scope[STATUS_KEY] = 404
             await send_json(send, 404, error_json("not_found", "No such endpoint."))
             return
         if scope["method"] != method and not (method == "GET" and scope["method"] == "HEAD"):
+            scope[STATUS_KEY] = 405
             body = error_json("method_not_allowed", f"Use {method} for this endpoint.")
             await send_json(send, 405, body, ((b"allow", method.encode()),))
             return
         if path == "/v1/whoami":
             principal = scope.get(PRINCIPAL_KEY)
             if principal is None:  # only when mounted without the middleware
+                scope[STATUS_KEY] = 401
                 await send_json(send, 401, error_json("missing_credentials", "No API key."))
                 return
             body = json.dumps(principal.to_dict()).encode()
+            scope[STATUS_KEY] = 200
             await send_json(send, 200, body)
         elif path == VERIFY_PATH:
             await self._verify(scope, receive, send)

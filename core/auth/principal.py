@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from core.auth.contract import Verdict
 
 PRINCIPAL_KEY = "integration.principal"
+# Where an ASGI app that declares `reports_status = True` puts the HTTP status it answers
+# with, so the middleware can record it without wrapping `send` (see ApiKeyMiddleware).
+STATUS_KEY = "integration.status"
 AUTHENTICATE_HEADER = ("WWW-Authenticate", "x-api-key")
 DEFAULT_EXEMPT_PATHS = frozenset({"/healthz"})
 
