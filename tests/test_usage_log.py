@@ -65,6 +65,33 @@ def test_each_flush_writes_one_file_per_day_touched(data_dir: Path) -> None:
     assert recorder.snapshot()["written"] == 9 and recorder.snapshot()["files"] == 3
 
 
+def test_times_and_latencies_are_kept_to_the_microsecond(data_dir: Path) -> None:
+    recorder = UsageRecorder(data_dir)
+    given = [DAY1 + 0.123456, DAY1 + 3599.999999, DAY2 + 0.5]
+    for i, ts in enumerate(given):
+        recorder.record(ts, None, None, "GET", "/v1/x", 401, 0.25 * (i + 1), "invalid_key", None)
+    # the request path hands in two perf_counter readings instead: end and start
+    end = time.perf_counter()
+    wall = time.time()
+    recorder.add(end, end - 0.0125, "org_1", "key_1", "GET", "/v1/y", 200, "valid", "10.0.0.1")
+    assert recorder.flush() == 4
+    table = pq.read_table(data_dir / "usage").sort_by("ts")
+    times = [t.timestamp() for t in table["ts"].to_pylist()]
+    assert [round(t * 1e6) for t in times[:3]] == [round(t * 1e6) for t in given]
+    assert abs(times[3] - wall) < 0.01
+    assert table["latency_ms"].to_pylist() == pytest.approx([0.25, 0.5, 0.75, 12.5], abs=1e-4)
+
+
+def test_records_get_the_wall_time_the_clock_tells_after_it_was_set(data_dir: Path) -> None:
+    recorder = UsageRecorder(data_dir)
+    recorder._offset -= 3600.0  # as if the wall clock was set an hour ahead since start
+    end = time.perf_counter()
+    recorder.add(end, end, None, None, "GET", "/", 401, "missing_credentials", None)
+    assert recorder.flush() == 1
+    (ts,) = pq.read_table(data_dir / "usage")["ts"].to_pylist()
+    assert abs(ts.timestamp() - time.time()) < 1.0
+
+
 def test_background_flush_happens_on_batch_size_and_on_close(data_dir: Path) -> None:
     recorder = UsageRecorder(data_dir, interval=60, batch_size=50).start()
     fill(recorder, 50, DAY1)

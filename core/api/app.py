@@ -214,14 +214,14 @@ class ServiceApp:
             return
         await send_json(send, 200, json.dumps(verdict.to_dict()).encode())
         if self.recorder is not None:
-            self.recorder.record(
-                time.time(),
+            self.recorder.add(
+                time.perf_counter(),
+                started,
                 verdict.org_id,
                 verdict.key_id,
                 "POST",
                 VERIFY_PATH,
                 200,
-                (time.perf_counter() - started) * 1000.0,
                 verdict.code.value,
                 host,
             )

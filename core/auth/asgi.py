@@ -196,13 +196,13 @@ class ApiKeyMiddleware:
             method = scope.get("method", "WEBSOCKET")
             path = scope["path"]
             self.recorder.add(
-                time.time(),
+                time.perf_counter(),
+                started,
                 verdict.org_id,
                 verdict.key_id,
                 method if len(method) <= MAX_METHOD else method[:MAX_METHOD],
                 path if len(path) <= MAX_PATH else path[:MAX_PATH],
                 status,
-                (time.perf_counter() - started) * 1000.0,
                 "valid",
                 host,
             )
@@ -226,15 +226,14 @@ class ApiKeyMiddleware:
         recorder = self.recorder
         if recorder is None:
             return
-        latency = (time.perf_counter() - started) * 1000.0
-        recorder.record(
-            time.time(),
+        recorder.add(
+            time.perf_counter(),
+            started,
             verdict.org_id if verdict else None,
             verdict.key_id if verdict else None,
-            scope.get("method", "WEBSOCKET"),
-            scope["path"],
+            scope.get("method", "WEBSOCKET")[:MAX_METHOD],
+            scope["path"][:MAX_PATH],
             status,
-            latency,
             code,
             host,
         )

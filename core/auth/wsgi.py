@@ -33,7 +33,7 @@ from core.auth.principal import (
     verdict_body,
 )
 from core.auth.verifier import Verifier
-from core.usage.recorder import UsageRecorder
+from core.usage.recorder import MAX_METHOD, MAX_PATH, UsageRecorder
 
 log = logging.getLogger("core.auth")
 
@@ -146,14 +146,14 @@ class ApiKeyWSGIMiddleware:
     ) -> None:
         if self.recorder is None:
             return
-        self.recorder.record(
-            time.time(),
+        self.recorder.add(
+            time.perf_counter(),
+            started,
             verdict.org_id if verdict else None,
             verdict.key_id if verdict else None,
-            environ.get("REQUEST_METHOD", "GET"),
-            environ.get("PATH_INFO", ""),
+            environ.get("REQUEST_METHOD", "GET")[:MAX_METHOD],
+            environ.get("PATH_INFO", "")[:MAX_PATH],
             status,
-            (time.perf_counter() - started) * 1000.0,
             code,
             environ.get("REMOTE_ADDR"),
         )

@@ -11,6 +11,10 @@ the flusher thread almost nothing to do while holding the GIL: when it converted
 second of records itself, the event loop waited for the GIL during each flush and every
 hand-over cost both threads (bench/README.md).
 
+A record keeps its start and end as `time.perf_counter()` readings, so the request path
+reads one clock, once: the flush turns them into the latency and, with the wall clock's
+offset from `perf_counter` (re-read when the wall clock was set), the record's time.
+
 A background thread flushes every `interval` seconds, or as soon as `batch_size` records
 wait, and once more at `close()`. Each flush writes the sealed chunks and what is left in
 the buffer as one new file per day touched (see `core.usage.schema.write_records`) and
@@ -39,13 +43,14 @@ from core.usage.schema import SCHEMA, partition_dir, write_file, write_records
 log = logging.getLogger("core.usage")
 
 # One record's values, in this order, in the flat buffer:
-# ts (epoch s), org_id, key_id, method, path, status, latency_ms, code, client
+# end, start (time.perf_counter() seconds), org_id, key_id, method, path, status, code, client
 FIELDS = 9
 MAX_METHOD = 16
 MAX_PATH = 512
 _WARN_EVERY = 10.0
-_TEXT = (1, 2, 3, 4, 7, 8)  # the string columns' positions in a record
-_TEXT_LIMIT = {1: MAX_PATH, 2: MAX_PATH, 3: MAX_METHOD, 4: MAX_PATH, 7: 64, 8: 64}
+_TEXT_LIMIT = {2: MAX_PATH, 3: MAX_PATH, 4: MAX_METHOD, 5: MAX_PATH, 7: 64, 8: 64}
+_STATUS = 6  # the status's position in a record
+_REANCHOR = 0.001  # re-read the wall clock's offset when it moved by more than this (s)
 
 
 @dataclass
@@ -86,41 +91,52 @@ def _status(value: Any) -> int:
 Columns = list[pa.Array]  # one sealed chunk: a record field per array, in `FIELDS` order
 
 
+def wall_offset() -> float:
+    """Return wall-clock time minus `time.perf_counter()`, in seconds."""
+    return time.time() - time.perf_counter()
+
+
 def flat_to_columns(flat: list[Any]) -> Columns:
     """Return records laid out flat (`FIELDS` values each) as one Arrow array per field.
 
     Only the conversions from Python objects happen here, one `pa.array` call per field
-    (`ts` stays float seconds): this runs on the request thread, where each further
-    Arrow call costs tens of µs with cold caches. `columns_to_table` finishes the job.
-    Odd text (lone surrogates) is made valid UTF-8, and an odd status becomes 0, rather
-    than losing the records.
+    (times stay `perf_counter` seconds): this runs on the request thread, where each
+    further Arrow call costs tens of µs with cold caches. `columns_to_table` finishes
+    the job. Odd text (lone surrogates) is made valid UTF-8, and an odd status becomes
+    0, rather than losing the records.
     """
     columns: Columns = [pa.array(flat[0::FIELDS], pa.float64())]
-    for i in range(1, FIELDS):
+    columns.append(pa.array(flat[1::FIELDS], pa.float64()))
+    for i in range(2, FIELDS):
         values = flat[i::FIELDS]
-        if i == 5:
+        if i == _STATUS:
             try:
                 columns.append(pa.array(values, pa.int16()))
             except (pa.ArrowException, TypeError, OverflowError):  # an app sent an odd status
                 columns.append(pa.array([_status(v) for v in values], pa.int16()))
-        elif i == 6:
-            columns.append(pa.array(values, pa.float32()))
         else:
             columns.append(_text(values, _TEXT_LIMIT[i]))
     return columns
 
 
-def columns_to_table(chunks: list[Columns]) -> pa.Table:
-    """Return sealed chunks (oldest first) as one table of the log's schema."""
-    fields = [pa.chunked_array([c[i] for c in chunks], c0.type) for i, c0 in enumerate(chunks[0])]
-    micros = pc.multiply(fields[0], 1_000_000.0).cast(pa.int64(), safe=False)
-    fields[0] = micros.cast(pa.timestamp("us", tz="UTC"))
+def columns_to_table(chunks: list[Columns], offset: float) -> pa.Table:
+    """Return sealed chunks (oldest first) as one table of the log's schema.
+
+    A record's time is its end on the wall clock (`end + offset`, see `wall_offset`),
+    its latency the time from its start to its end on the monotonic clock.
+    """
+    cols = [pa.chunked_array([c[i] for c in chunks], c0.type) for i, c0 in enumerate(chunks[0])]
+    end, start, org_id, key_id, method, path, status, code, client = cols
+    micros = pc.round(pc.multiply(pc.add(end, offset), 1_000_000.0)).cast(pa.int64())
+    ts = micros.cast(pa.timestamp("us", tz="UTC"))
+    latency = pc.multiply(pc.subtract(end, start), 1000.0).cast(pa.float32())
+    fields = [ts, org_id, key_id, method, path, status, latency, code, client]
     return pa.Table.from_arrays(fields, schema=SCHEMA)
 
 
-def flat_to_table(flat: list[Any]) -> pa.Table:
+def flat_to_table(flat: list[Any], offset: float) -> pa.Table:
     """Return records laid out flat (`FIELDS` values each) as a table of the log's schema."""
-    return columns_to_table([flat_to_columns(flat)])
+    return columns_to_table([flat_to_columns(flat)], offset)
 
 
 def _day(ts: float) -> str:
@@ -182,6 +198,7 @@ class UsageRecorder:
         self._thread: threading.Thread | None = None
         self._pending_rollup: dict[str, tuple[int, float]] = {}
         self._last_warning = 0.0
+        self._offset = wall_offset()  # kept while the clocks agree, see `_current_offset`
         self.stats = UsageStats()
 
     # -- the request path -------------------------------------------------------------
@@ -198,51 +215,55 @@ class UsageRecorder:
         code: str,
         client: str | None,
     ) -> None:
-        """Queue one record (method and path cut to their limits); never blocks.
+        """Queue one record made at wall-clock time `ts` (epoch seconds) that took
+        `latency_ms`; method and path are cut to their limits. Never blocks.
 
         If the buffer is full the record is counted as overflow and dropped instead.
         """
+        end = ts - self._offset
         self.add(
-            ts,
+            end,
+            end - latency_ms / 1000.0,
             org_id,
             key_id,
             method[:MAX_METHOD],
             path[:MAX_PATH],
             status,
-            latency_ms,
             code,
             client,
         )
 
     def add(
         self,
-        ts: float,
+        end: float,
+        start: float,
         org_id: str | None,
         key_id: str | None,
         method: str,
         path: str,
         status: int,
-        latency_ms: float,
         code: str,
         client: str | None,
     ) -> None:
-        """Queue one prepared record (method ≤ MAX_METHOD, path ≤ MAX_PATH characters).
+        """Queue one prepared record: `start` and `end` are `time.perf_counter()` readings
+        (its time is `end` on the wall clock), method ≤ MAX_METHOD and path ≤ MAX_PATH
+        characters.
 
-        The hot path: one length check and one atomic `list +=`, no lock, never blocks.
-        Past `batch_size` queued records the flusher is woken; past `max_buffer` the
-        record is counted as overflow and dropped.
+        The hot path: one length check and one atomic `list +=`, no lock, never blocks; the
+        caller reads one clock. Past `batch_size` queued records the flusher is woken; past
+        `max_buffer` the record is counted as overflow and dropped.
         """
         buf = self._buf
         if len(buf) < self._fast_len:
-            buf += (ts, org_id, key_id, method, path, status, latency_ms, code, client)
+            buf += (end, start, org_id, key_id, method, path, status, code, client)
             return
         if len(buf) >= self._chunk_len:
             self._seal()
         if len(buf) + self._sealed_rows * FIELDS < self._wake_len:
-            buf += (ts, org_id, key_id, method, path, status, latency_ms, code, client)
+            buf += (end, start, org_id, key_id, method, path, status, code, client)
             return
         if len(buf) + self._sealed_rows * FIELDS < self._max_len:
-            buf += (ts, org_id, key_id, method, path, status, latency_ms, code, client)
+            buf += (end, start, org_id, key_id, method, path, status, code, client)
         else:
             with self._overflow_lock:
                 self.stats.overflow += 1
@@ -291,7 +312,7 @@ class UsageRecorder:
         about a second of CPU) happen now rather than in the first flush, while serving.
         """
         if self._thread is None:
-            columns_to_table([flat_to_columns([0.0, None, None, "GET", "/", 200, 0.0, "", None])])
+            flat_to_table([0.0, 0.0, None, None, "GET", "/", 200, "", None], self._offset)
             self._thread = threading.Thread(target=self._run, name="usage-flusher", daemon=True)
             self._thread.start()
         return self
@@ -339,7 +360,7 @@ class UsageRecorder:
         try:
             if flat:
                 chunks = [*chunks, flat_to_columns(flat)]
-            table = columns_to_table(chunks)
+            table = columns_to_table(chunks, self._current_offset())
         except Exception:
             self.stats.write_failed += count
             log.exception("usage records could not be converted; %d dropped", count)
@@ -366,6 +387,14 @@ class UsageRecorder:
             self.stats.last_flush_at = datetime.now(UTC).isoformat()
             return table
         return None  # pragma: no cover - the loop always returns
+
+    def _current_offset(self) -> float:
+        """Return the wall clock's offset from `perf_counter`, re-read if the wall clock
+        was set (stepped) since: records then queued get the time the clock now tells."""
+        now = wall_offset()
+        if abs(now - self._offset) > _REANCHOR:
+            self._offset = now
+        return self._offset
 
     def _collect_rollup(self, table: pa.Table) -> None:
         if self._engine is None:
