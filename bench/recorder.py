@@ -5,9 +5,12 @@
 Drives `ApiKeyMiddleware` around a minimal ASGI app with a cached valid key, N requests
 per run, with a `UsageRecorder` and without one (the baseline, same run, ABBA order),
 and times `flush()` after each recorded run (Arrow conversion, Parquet write, rollup
-counts). Prints CPU µs per request for each, the recording's cost per request (extra
-time on the request path + flush time per record), and that cost as a share of a
-server's CPU per request when `--server-us` is given (bench/http.py prints it).
+counts). Two apps: a plain one, whose status the middleware learns by wrapping `send`
+(any FastAPI or Starlette app), and one that reports its status in the scope
+(`reports_status`, as the service's own routes do). Prints CPU µs per request for each,
+the recording's cost per request (extra time on the request path + flush time per
+record), and that cost as a share of a server's CPU per request when `--server-us` is
+given (bench/http.py prints it).
 The figure is steadier than bench/http.py's, whose server-wide CPU swings by ±10 % from
 run to run here.
 """
@@ -28,6 +31,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 
 from core.auth.asgi import ApiKeyMiddleware  # noqa: E402
 from core.auth.contract import Code, Verdict  # noqa: E402
+from core.auth.principal import STATUS_KEY  # noqa: E402
 from core.usage.recorder import UsageRecorder  # noqa: E402
 
 VERDICT = Verdict(Code.VALID, "key_0123456789abcdef", "org_0123456789abcdef", "Production")
@@ -44,6 +48,16 @@ class CachedVerifier:
 async def app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"{}"})
+
+
+class ReportingApp:
+    """The same app, reporting its status in the scope."""
+
+    reports_status = True
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        scope[STATUS_KEY] = 200
+        await app(scope, receive, send)
 
 
 async def _send(message: Any) -> None:
@@ -77,31 +91,41 @@ def main() -> None:
     n, rounds = (10_000, 4) if args.quick else (20_000, 12)
     data_dir = Path(tempfile.mkdtemp(prefix="bench-recorder-"))
     recorder = UsageRecorder(data_dir)  # flushed by hand below, no thread
-    with_usage = ApiKeyMiddleware(app, CachedVerifier(), recorder=recorder)  # type: ignore[arg-type]
-    without = ApiKeyMiddleware(app, CachedVerifier())  # type: ignore[arg-type]
-    on: list[float] = []
-    off: list[float] = []
+    verifier: Any = CachedVerifier()
+    cases = {
+        "without usage (baseline)": ApiKeyMiddleware(ReportingApp(), verifier),
+        "usage, plain app (send wrapped)": ApiKeyMiddleware(app, verifier, recorder=recorder),
+        "usage, app reports its status": ApiKeyMiddleware(
+            ReportingApp(), verifier, recorder=recorder
+        ),
+    }
+    cpu: dict[str, list[float]] = {name: [] for name in cases}
     flush: list[float] = []
     for i in range(rounds):
-        order = [(with_usage, on), (without, off)]
-        for middleware, out in order if i % 2 == 0 else order[::-1]:
-            out.append(asyncio.run(drive(middleware, n)))
-            if middleware is with_usage:
+        names = list(cases) if i % 2 == 0 else list(cases)[::-1]
+        for name in names:
+            cpu[name].append(asyncio.run(drive(cases[name], n)))
+            if cases[name].recorder is not None:
                 started = time.process_time()
                 written = recorder.flush()
                 flush.append((time.process_time() - started) / written * 1e6)
-    m_on, m_off, m_flush = (statistics.median(x) for x in (on, off, flush))
-    cost = m_on - m_off + m_flush
+    med = {name: statistics.median(values) for name, values in cpu.items()}
+    m_flush = statistics.median(flush)
+    baseline = "without usage (baseline)"
+    base = med[baseline]
     print(f"{rounds} rounds of {n:,} requests (ABBA), median CPU µs per request:")
-    print(f"  middleware without usage (baseline) {m_off:6.2f}")
-    print(f"  middleware with usage               {m_on:6.2f}  ({m_on / m_off:.2f}×)")
-    print(f"  flush, per record                   {m_flush:6.2f}")
-    print(f"  usage recording cost per request    {cost:6.2f}")
+    for name, value in med.items():
+        extra = f"  (+{value - base:.2f}; with flush +{value - base + m_flush:.2f})"
+        print(f"  middleware {name:33} {value:6.2f}{extra if name != baseline else ''}")
+    print(f"  flush, per record {m_flush:.2f}")
     if args.server_us:
-        print(
-            f"  = {cost / args.server_us * 100:.1f}% of a server's {args.server_us:.1f} µs "
-            "per request (target <= 10%)"
-        )
+        for name, value in med.items():
+            if name != baseline:
+                cost = value - base + m_flush
+                print(
+                    f"  {name}: {cost / args.server_us * 100:.1f}% of a server's "
+                    f"{args.server_us:.1f} µs per request (target <= 10%)"
+                )
 
 
 if __name__ == "__main__":
