@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from sqlalchemy import Engine
@@ -128,23 +129,19 @@ class ServiceApp:
         path = scope["path"]
         method = _ROUTES.get(path)
         if method is None:
-            scope[STATUS_KEY] = 404
-            await send_json(send, 404, error_json("not_found", "No such endpoint."))
+            await _answer(scope, send, 404, error_json("not_found", "No such endpoint."))
             return
         if scope["method"] != method and not (method == "GET" and scope["method"] == "HEAD"):
-            scope[STATUS_KEY] = 405
             body = error_json("method_not_allowed", f"Use {method} for this endpoint.")
-            await send_json(send, 405, body, ((b"allow", method.encode()),))
+            await _answer(scope, send, 405, body, ((b"allow", method.encode()),))
             return
         if path == "/v1/whoami":
             principal = scope.get(PRINCIPAL_KEY)
             if principal is None:  # only when mounted without the middleware
-                scope[STATUS_KEY] = 401
-                await send_json(send, 401, error_json("missing_credentials", "No API key."))
+                body = error_json("missing_credentials", "No API key.")
+                await _answer(scope, send, 401, body)
                 return
-            body = json.dumps(principal.to_dict()).encode()
-            scope[STATUS_KEY] = 200
-            await send_json(send, 200, body)
+            await _answer(scope, send, 200, json.dumps(principal.to_dict()).encode())
         elif path == VERIFY_PATH:
             await self._verify(scope, receive, send)
         elif path == "/healthz":
@@ -225,6 +222,15 @@ class ServiceApp:
                 verdict.code.value,
                 host,
             )
+
+
+def _answer(
+    scope: Scope, send: Send, status: int, body: bytes, extra: Iterable[tuple[bytes, bytes]] = ()
+) -> Awaitable[None]:
+    """Send a JSON response, its status noted in the scope for the middleware
+    (`reports_status`); a plain function handing back `send_json`'s awaitable."""
+    scope[STATUS_KEY] = status
+    return send_json(send, status, body, extra)
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

@@ -105,8 +105,7 @@ def flat_to_columns(flat: list[Any]) -> Columns:
     the job. Odd text (lone surrogates) is made valid UTF-8, and an odd status becomes
     0, rather than losing the records.
     """
-    columns: Columns = [pa.array(flat[0::FIELDS], pa.float64())]
-    columns.append(pa.array(flat[1::FIELDS], pa.float64()))
+    columns: Columns = [pa.array(flat[i::FIELDS], pa.float64()) for i in (0, 1)]  # end, start
     for i in range(2, FIELDS):
         values = flat[i::FIELDS]
         if i == _STATUS:
