@@ -177,6 +177,7 @@ def main() -> None:
         _ui.show_error(exc)
 
 
+_ui.reset_faults()
 try:
     main()
 except Exception as exc:  # nothing below the router may show a traceback

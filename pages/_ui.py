@@ -26,6 +26,7 @@ from core.sessions.service import SignedIn
 log = logging.getLogger("console")
 
 CONTEXT_KEY = "_console_context"
+FAULTS_KEY = "_console_faults"
 GENERIC_ERROR = "Something went wrong and the action was not completed. Please try again."
 STATUS_BADGES = {
     "active": "🟢 Active",
@@ -89,21 +90,50 @@ def context(permission: Permission | None = None) -> Context:
         st.warning("Please sign in.")
         st.stop()
     if permission is not None and not ctx.can(permission):
-        st.error(f"Your role ({ctx.role}) cannot open this page.")
+        message = f"Your role ({ctx.role}) cannot open this page."
+        _record(Fault("refused", "PermissionDenied", message))
+        st.error(message)
         st.stop()
     return ctx
 
 
+@dataclass(frozen=True)
+class Fault:
+    """An error the console showed in this run: `refused` (core said no, with a reason a
+    person can act on), `database` or `unexpected` (a failure of ours)."""
+
+    kind: str
+    error: str
+    message: str
+
+
+def reset_faults() -> None:
+    """Forget the faults of the previous run (the router calls this first, every run)."""
+    st.session_state[FAULTS_KEY] = []
+
+
+def faults() -> list[Fault]:
+    """Return the errors shown so far in this run, in order."""
+    return list(st.session_state.get(FAULTS_KEY, []))
+
+
 def show_error(exc: BaseException) -> None:
-    """Show an error as one clear sentence; never a traceback."""
+    """Show an error as one clear sentence, never a traceback, and record it as a `Fault`
+    so that tests (and anything else reading the session) can see that it happened."""
     if isinstance(exc, CoreError):
-        st.error(exc.message, icon="⚠️")
+        kind, message = "refused", exc.message
     elif isinstance(exc, SQLAlchemyError):
-        log.warning("database failure in the console", exc_info=True)
-        st.error("The database could not complete the request. Please try again.", icon="⚠️")
+        log.warning("database failure in the console", exc_info=exc)
+        kind, message = "database", "The database could not complete the request. Please try again."
     else:
-        log.error("unexpected failure in the console", exc_info=True)
-        st.error(GENERIC_ERROR, icon="⚠️")
+        log.error("unexpected failure in the console", exc_info=exc)
+        kind, message = "unexpected", GENERIC_ERROR
+    _record(Fault(kind, type(exc).__name__, message))
+    st.error(message, icon="⚠️")
+
+
+def _record(fault: Fault) -> None:
+    st.session_state.setdefault(FAULTS_KEY, []).append(fault)
 
 
 @contextlib.contextmanager

@@ -40,10 +40,11 @@ PAGES = {
 @dataclass
 class Console:
     engine: Engine
+    root: Path = ROOT  # where console.py and pages/ are read from
 
     def app(self, token: str | None = None) -> AppTest:
         """Return the console, run once, as a browser carrying `token` in its URL."""
-        at = AppTest.from_file(str(ROOT / "console.py"), default_timeout=60)
+        at = AppTest.from_file(str(self.root / "console.py"), default_timeout=60)
         if token:
             at.query_params["session"] = token
         return at.run()
@@ -114,9 +115,27 @@ def button(at: AppTest, label: str) -> Any:
     return found[0]
 
 
+def faults(at: AppTest) -> list[_ui.Fault]:
+    """The errors the console showed through `_ui.show_error` in the last run."""
+    return list(at.session_state[_ui.FAULTS_KEY]) if _ui.FAULTS_KEY in at.session_state else []
+
+
 def assert_clean(at: AppTest) -> None:
-    """No traceback reached the page."""
+    """The last run raised nothing and showed no error: no traceback, no refusal, no
+    database failure, no 'something went wrong' (each is recorded by `_ui.show_error`)."""
     assert not at.exception, [e.value for e in at.exception]
+    assert _ui.FAULTS_KEY in at.session_state, "the router did not run"
+    assert not faults(at), faults(at)
+
+
+def assert_refused(at: AppTest, fragment: str) -> None:
+    """The last run showed exactly one error, a refusal whose message holds `fragment`
+    (nothing crashed, nothing failed in the database)."""
+    assert not at.exception, [e.value for e in at.exception]
+    shown = faults(at)
+    assert [f.kind for f in shown] == ["refused"], shown
+    assert fragment in shown[0].message, shown
+    assert any(fragment in e for e in texts(at, "error")), texts(at, "error")
 
 
 def nav_pages(at: AppTest) -> set[str]:
@@ -172,8 +191,7 @@ def test_first_run_setup_refuses_bad_passwords(
 ) -> None:
     at = console.app()
     _fill_setup(at, password, repeat)
-    assert_clean(at)
-    assert message in texts(at, "error")
+    assert_refused(at, message)
     assert "Welcome to Integration Settings" in texts(at, "title")
     with Session(console.engine) as s:
         assert signin.needs_setup(s)
@@ -207,8 +225,7 @@ def test_wrong_password_then_lockout_show_clear_messages(console: Console, org: 
     assert any("Too many failed sign-ins" in e for e in texts(at, "error"))
     assert "not-the-password-1" not in str(at.session_state.to_dict())
     _sign_in(at, "member@acme.test", PASSWORD)
-    assert any("Too many failed sign-ins" in e for e in texts(at, "error"))
-    assert_clean(at)
+    assert_refused(at, "Too many failed sign-ins")
     assert "session" not in at.query_params
 
 
@@ -294,8 +311,9 @@ def test_an_unreachable_database_gets_one_sentence_not_a_traceback(
         at = AppTest.from_file(str(ROOT / "console.py"), default_timeout=60).run()
     finally:
         _ui.engine_for.clear()
-    assert_clean(at)
+    assert not at.exception
     assert texts(at, "error") == ["The database could not complete the request. Please try again."]
+    assert [(f.kind, f.error) for f in faults(at)] == [("database", "OperationalError")]
 
 
 def test_a_user_without_an_organization_is_told_so_and_can_sign_out(

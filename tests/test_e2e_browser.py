@@ -148,10 +148,18 @@ def test_console_end_to_end_in_chromium(stack: tuple[str, str]) -> None:
                 page.wait_for_timeout(700)  # let tables, charts and toasts paint
                 page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
+            def assert_no_error_shown() -> None:
+                """No error alert and no exception element: what a crash would render."""
+                app = page.get_by_test_id("stApp")
+                expect(app).to_have_attribute("data-test-script-state", "notRunning")
+                for test_id in ("stAlertContentError", "stException"):
+                    expect(page.get_by_test_id(test_id)).to_have_count(0)
+
             def goto(title: str) -> None:
                 page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
                 heading = "Acme" if title == "Dashboard" else title  # the dashboard's is the org's
                 expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+                assert_no_error_shown()
 
             # First run: the setup form states the password rules.
             page.goto(ui)
@@ -241,7 +249,6 @@ def test_console_end_to_end_in_chromium(stack: tuple[str, str]) -> None:
             ]:
                 goto(title)
                 shot(name)
-                assert "Traceback" not in page.content()
 
             # The audit log shows it all, and its CSV export downloads.
             goto("Audit Log")
