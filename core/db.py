@@ -137,8 +137,8 @@ def alembic_config(engine: Engine) -> Any:
     return cfg
 
 
-def migrate(engine: Engine, revision: str = "heads") -> None:
-    """Upgrade the schema of `engine` to `revision` (default: every head)."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the schema of `engine` to `revision` (default: the one head)."""
     from alembic import command
 
     with _migration_lock(engine):

@@ -1,0 +1,21 @@
+"""one line of history: merge the webhooks (0003) and console sessions (0004) branches
+
+Revision ID: 0005
+Revises: 0003, 0004
+Create Date: 2026-12-02
+"""
+
+from __future__ import annotations
+
+revision = "0005"
+down_revision = ("0003", "0004")
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
