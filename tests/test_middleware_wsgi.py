@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
+from core.auth.contract import MESSAGES, Code
 from core.auth.https import HttpsPolicy
 from core.auth.principal import PRINCIPAL_KEY
 from core.auth.verifier import Verifier
@@ -91,7 +92,7 @@ def test_failures_answer_401_with_the_same_shape(
     r = httpx.get(url + "/v1/me", headers=headers)
     assert r.status_code == 401
     assert r.headers["www-authenticate"] == "x-api-key"
-    assert r.json() == {"error": {"code": code, "message": r.json()["error"]["message"]}}
+    assert r.json() == {"error": {"code": code, "message": MESSAGES[Code(code)]}}
 
 
 def test_revoked_key_is_refused_and_health_passes(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,11 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from core import webhooks
+from core.clock import utcnow
 from core.config import Settings
 from core.webhooks import emit
 from core.webhooks.config import WebhookConfig
-from core.webhooks.models import MessageStatus, WebhookMessage
+from core.webhooks.models import MessageStatus, WebhookAttempt, WebhookMessage
 from tests._webhook_receiver import Receiver, Reply
 from tests.factories import make_org
 from tests.test_webhooks_delivery import PLATFORM_EVENT
@@ -75,6 +77,7 @@ def test_every_message_arrives_when_a_worker_is_killed_mid_run(
             victim = procs[0]
             victim.send_signal(signal.SIGKILL)
             victim.communicate(timeout=5)
+            leased_at_kill = leased(session)
             received_at_kill = len(receiver.requests)
             assert 0 < received_at_kill < MESSAGES, "the kill must land mid-run"
             deadline = time.monotonic() + 40
@@ -93,9 +96,39 @@ def test_every_message_arrives_when_a_worker_is_killed_mid_run(
     request.node.user_properties.append(("crash_test", report))
     print(report)
     assert set(counts) == expected, report
+    # The kill interrupted real work: the victim held leases nobody could record until they
+    # ran out (every other worker records its results well inside its lease).
+    orphaned = orphaned_leases(session, leased_at_kill)
+    request.node.user_properties.append(("orphaned_leases", len(orphaned)))
+    assert orphaned, f"the killed worker held no lease at the kill; {report}"
     assert duplicates <= 500, report  # only what the killed worker had in flight
     assert all(p.returncode == 0 for p in procs[1:]), errors
     assert undelivered(session) == 0
+
+
+def leased(session: Session) -> dict[str, datetime]:
+    """Return the messages leased right now (pending, due only when their lease ends)."""
+    with session.begin():
+        rows = session.execute(
+            select(WebhookMessage.id, WebhookMessage.next_attempt_at).where(
+                WebhookMessage.status == MessageStatus.PENDING,
+                WebhookMessage.next_attempt_at > utcnow(),
+            )
+        ).all()
+    return {r.id: r.next_attempt_at for r in rows}
+
+
+def orphaned_leases(session: Session, leases: dict[str, datetime]) -> set[str]:
+    """Return the leased messages with no attempt recorded before their lease ended."""
+    with session.begin():
+        first = dict(
+            session.execute(
+                select(WebhookAttempt.message_id, func.min(WebhookAttempt.attempted_at))
+                .where(WebhookAttempt.message_id.in_(list(leases)))
+                .group_by(WebhookAttempt.message_id)
+            ).all()
+        )
+    return {m for m, lease_end in leases.items() if m in first and first[m] >= lease_end}
 
 
 def undelivered(session: Session) -> int:

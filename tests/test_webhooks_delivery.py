@@ -267,7 +267,15 @@ def test_410_gone_disables_the_endpoint_at_once_with_audit_and_event(
     disabled_events = [json.loads(r.body) for r in receiver.requests]
     assert [e["type"] for e in disabled_events] == ["webhook.endpoint.disabled"]
     assert disabled_events[0]["data"]["endpoint_id"] == endpoint_id
-    assert watcher != endpoint_id
+    with session.begin():
+        notice = session.execute(
+            select(WebhookMessage).where(
+                WebhookMessage.event_type == EventType.WEBHOOK_ENDPOINT_DISABLED
+            )
+        ).scalar_one()
+    # the notice went to the subscribed watcher (never to the endpoint that answered 410)
+    assert (notice.endpoint_id, notice.status) == (watcher, MessageStatus.DELIVERED)
+    assert receiver.requests[0].headers["webhook-id"] == notice.id
 
 
 def test_endpoint_failing_24h_warns_and_5_days_disables(
