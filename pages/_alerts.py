@@ -13,7 +13,7 @@ from typing import Any
 
 import streamlit as st
 
-from core.keys.service import KeyStatus
+from core.keys.policy import KeyStatus
 from core.orgs.permissions import Permission, check
 from pages import _ui
 

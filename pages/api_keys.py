@@ -8,7 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from core.keys import service as keys
-from core.keys.service import GRACE_PERIODS, PRESET_DAYS, KeyView
+from core.keys.policy import GRACE_PERIODS, LIVE_STATUSES, PRESET_DAYS, may_manage
+from core.keys.service import KeyView
 from core.orgs import service as orgs
 from core.orgs.permissions import Permission
 from pages import _ui
@@ -175,11 +176,11 @@ def _table(views: list[KeyView]) -> pd.DataFrame:
 
 
 def _manageable(view: KeyView) -> bool:
-    if view.status not in ("active", "expiring") or view.revoked_at is not None:
-        return False
-    if ctx.can(Permission.KEYS_MANAGE_ANY):
-        return True
-    return ctx.can(Permission.KEYS_MANAGE_OWN) and view.created_by_id == ctx.user.user_id
+    return (
+        view.status in LIVE_STATUSES
+        and view.revoked_at is None
+        and may_manage(ctx.role, ctx.actor, view.created_by_id)
+    )
 
 
 _ui.header(

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import streamlit as st
 
-from core.keys import service as keys
+from core.keys.policy import KeyStatus
 from core.orgs.permissions import Permission
 from pages import _alerts, _ui
 
@@ -14,7 +14,7 @@ ctx = _ui.context(Permission.KEYS_READ)
 _ui.header(f"{ctx.org_name}", "Your organization's integration at a glance.")
 
 views = _ui.key_views(ctx)
-counts = {status: 0 for status in keys.KeyStatus.ALL}
+counts = {status: 0 for status in KeyStatus}
 for v in views:
     counts[v.status] += 1
 

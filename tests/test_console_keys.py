@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.auth.verifier import Verifier
 from core.keys import service as keys
-from core.keys.service import KeyStatus
+from core.keys.policy import KeyStatus
 from tests import test_console_app as app
 from tests.factories import OrgFixture
 from tests.test_console_app import (

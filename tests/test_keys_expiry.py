@@ -7,7 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from core.errors import ValidationError
-from core.keys.service import resolve_expiry
+from core.keys.policy import may_manage, resolve_expiry
+from core.orgs.permissions import Actor
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -67,3 +68,23 @@ def test_organization_maximum_bounds_custom_durations() -> None:
         resolve_expiry("31d", NOW, 30)
     with pytest.raises(ValidationError, match="at most 30 days"):
         resolve_expiry(60, NOW, 30)
+
+
+@pytest.mark.parametrize(
+    ("role", "creator", "allowed"),
+    [
+        ("admin", "someone-else", True),
+        ("member", "me", True),
+        ("member", "someone-else", False),
+        ("member", None, False),
+        ("auditor", "me", False),
+        (None, "me", False),  # not a member
+    ],
+)
+def test_who_may_roll_or_revoke_a_key(role: str | None, creator: str | None, allowed: bool) -> None:
+    actor = Actor.user("me", "me@acme.test")
+    assert may_manage(role, actor, creator) is allowed
+
+
+def test_the_operator_may_manage_every_key() -> None:
+    assert may_manage(None, Actor.system(), "anyone") is True

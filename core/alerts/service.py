@@ -21,7 +21,7 @@ from core.alerts.models import Alert
 from core.clock import iso, resolve
 from core.events import EventType
 from core.keys.models import ApiKey
-from core.keys.service import alert_leads
+from core.keys.policy import alert_leads
 from core.orgs.models import Membership, Organization, Role, User
 from core.orgs.permissions import Actor, Permission, can, check
 

@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 from core.analytics._duck import COUNTED_CODES, cursor, days_ago, frame, usage_cte
 from core.clock import resolve
 from core.keys import service as keys_service
+from core.keys.policy import KeyStatus
 from core.orgs.permissions import Actor, Permission, check
 
-LIVE = (keys_service.KeyStatus.ACTIVE, keys_service.KeyStatus.EXPIRING)
+LIVE = (KeyStatus.ACTIVE, KeyStatus.EXPIRING)
 
 _KEY_SCHEMA = pa.schema(
     [

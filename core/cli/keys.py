@@ -19,6 +19,7 @@ from core.cli._common import (
     settings,
 )
 from core.keys import service as keys
+from core.keys.policy import GRACE_PERIODS, KeyStatus
 from core.orgs import service as orgs
 
 
@@ -37,7 +38,7 @@ def register(sub: Any) -> None:
     p = group.add_parser("list", help="list keys, masked")
     p.add_argument("--org", required=True)
     p.add_argument("--by", metavar="EMAIL")
-    p.add_argument("--status", choices=keys.KeyStatus.ALL)
+    p.add_argument("--status", choices=[str(s) for s in KeyStatus])
     add_json_flag(p)
     p.set_defaults(handler=cmd_list)
 
@@ -51,7 +52,7 @@ def register(sub: Any) -> None:
     p = group.add_parser("roll", help="replace a key; the old one works for a grace period")
     p.add_argument("key_id", metavar="KEY_ID")
     p.add_argument("--by", required=True, metavar="EMAIL")
-    p.add_argument("--grace", required=True, choices=list(keys.GRACE_PERIODS))
+    p.add_argument("--grace", required=True, choices=list(GRACE_PERIODS))
     add_json_flag(p)
     p.set_defaults(handler=cmd_roll)
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -18,77 +17,17 @@ from core.events import EventType
 from core.ids import new_id
 from core.keys import format as keyformat
 from core.keys.models import ApiKey, KeyChange
+from core.keys.policy import (
+    GRACE_PERIODS,
+    KeyStatus,
+    key_status,
+    may_manage,
+    parse_grace,
+    resolve_expiry,
+)
 from core.orgs.models import Organization, User
-from core.orgs.permissions import Actor, Permission, can, check
+from core.orgs.permissions import Actor, Permission, check
 from core.orgs.service import _lock_org
-
-PRESET_DAYS = (30, 60, 90)
-GRACE_PERIODS: dict[str, timedelta] = {
-    "0": timedelta(0),
-    "1h": timedelta(hours=1),
-    "24h": timedelta(hours=24),
-    "7d": timedelta(days=7),
-}
-_DAYS = re.compile(r"^(\d{1,5})d?$")
-
-
-class KeyStatus:
-    ACTIVE = "active"
-    EXPIRING = "expiring"
-    EXPIRED = "expired"
-    REVOKED = "revoked"
-    ALL = ("active", "expiring", "expired", "revoked")
-
-
-def resolve_expiry(spec: str | int | date | datetime, now: datetime, max_days: int) -> datetime:
-    """Return the expiry time for `spec`: 30/60/90, ``<N>d``, a date, or a datetime.
-
-    A date means the end of that day (UTC). Raise ValidationError, saying what is allowed,
-    for anything in the past, beyond `max_days` from now, or not understood.
-    """
-    allowed = (
-        f"expiration must be 30, 60 or 90 days, a custom number of days like '45d', "
-        f"or a date (YYYY-MM-DD), at most {max_days} days from now"
-    )
-    if isinstance(spec, bool):
-        raise ValidationError(allowed, field="expires")
-    if isinstance(spec, int):
-        spec = f"{spec}d"
-    if isinstance(spec, datetime):
-        if spec.tzinfo is None:
-            raise ValidationError("an expiry time must carry a time zone", field="expires")
-        expires = spec.astimezone(UTC)
-    elif isinstance(spec, date):
-        expires = datetime.combine(spec, time(23, 59, 59), UTC)
-    elif isinstance(spec, str):
-        text = spec.strip().lower()
-        match = _DAYS.match(text)
-        if match:
-            days = int(match.group(1))
-            if days < 1:
-                raise ValidationError(allowed, field="expires")
-            expires = now + timedelta(days=days)
-        else:
-            try:
-                day = date.fromisoformat(text)
-            except ValueError:
-                raise ValidationError(allowed, field="expires") from None
-            expires = datetime.combine(day, time(23, 59, 59), UTC)
-    else:
-        raise ValidationError(allowed, field="expires")
-    if expires <= now:
-        raise ValidationError(f"the expiry must be in the future; {allowed}", field="expires")
-    if expires > now + timedelta(days=max_days):
-        raise ValidationError(allowed, field="expires")
-    return expires
-
-
-def parse_grace(value: str) -> timedelta:
-    """Return the grace period named by 0, 1h, 24h or 7d; raise ValidationError."""
-    key = str(value).strip().lower()
-    if key not in GRACE_PERIODS:
-        raise ValidationError("grace period must be one of 0, 1h, 24h, 7d", field="grace")
-    return GRACE_PERIODS[key]
 
 
 @dataclass(frozen=True)
@@ -147,31 +86,6 @@ class KeyView:
             "last_used_at": iso(self.last_used_at),
             "usage_count": self.usage_count,
         }
-
-
-def alert_leads(lead_days: list[int], created_at: datetime, expires_at: datetime) -> list[int]:
-    """Return the lead times (days, largest first) that apply to a key of this lifetime.
-
-    A lead time as long as the key's whole lifetime would fire at creation, so it is
-    skipped: a 30-day key under leads (30, 7, 1) is alerted at 7 and 1 days.
-    """
-    lifetime = expires_at - created_at
-    return [d for d in lead_days if timedelta(days=d) < lifetime]
-
-
-def key_status(key: ApiKey, now: datetime, lead_days: list[int]) -> str:
-    """Return active, expiring, expired or revoked for `key` at `now`.
-
-    Expiring means within the first lead time that applies to the key (see alert_leads).
-    """
-    if key.revoked_at is not None and key.revoked_at <= now:
-        return KeyStatus.REVOKED
-    if key.expires_at <= now:
-        return KeyStatus.EXPIRED
-    leads = alert_leads(lead_days, key.created_at, key.expires_at)
-    if leads and key.expires_at - now <= timedelta(days=leads[0]):
-        return KeyStatus.EXPIRING
-    return KeyStatus.ACTIVE
 
 
 def _insert_key(
@@ -255,11 +169,7 @@ def _load_for_change(session: Session, actor: Actor, key_id: str) -> ApiKey:
         role = check(session, row.org_id, actor, Permission.KEYS_MANAGE_OWN)
     except NotFound:
         raise NotFound("API key not found") from None
-    if (
-        role is not None
-        and not can(role, Permission.KEYS_MANAGE_ANY)
-        and (row.created_by != actor.user_id)
-    ):
+    if not may_manage(role, actor, row.created_by):
         raise PermissionDenied(Permission.KEYS_MANAGE_ANY, role)
     return row
 
@@ -408,8 +318,8 @@ def list_keys(
 ) -> list[KeyView]:
     """Return the organization's keys, newest first, optionally only those with `status`."""
     check(session, org_id, actor, Permission.KEYS_READ)
-    if status is not None and status not in KeyStatus.ALL:
-        raise ValidationError(f"status must be one of {', '.join(KeyStatus.ALL)}", field="status")
+    if status is not None and status not in set(KeyStatus):
+        raise ValidationError(f"status must be one of {', '.join(KeyStatus)}", field="status")
     now = resolve(now)
     rows = session.execute(
         select(ApiKey, User.email)
