@@ -590,3 +590,23 @@ def test_a_worker_reconnects_when_its_database_connection_is_cut(
     with session.begin():
         statuses = session.execute(select(WebhookMessage.status)).scalars().all()
     assert sorted(statuses) == [MessageStatus.DELIVERED] * 5
+
+
+def test_the_failing_warning_and_switch_off_name_the_configured_spans(
+    session: Session, engine: Engine, org: OrgFixture, now: datetime
+) -> None:
+    from core.alerts.models import Alert
+
+    cfg = webhook_config(failing_after=timedelta(hours=2), disable_after=timedelta(hours=36))
+    with Receiver(lambda _r, _i: Reply(500)) as receiver:
+        endpoint_id = add_endpoint(session, org, receiver.url, cfg)[0]
+        for hours in (0, 3, 37):
+            at = now + timedelta(hours=hours)
+            publish(session, org, now=at)
+            deliver_due(engine, cfg, now=at)
+    with session.begin():
+        warning = session.execute(
+            select(Alert.message).where(Alert.kind == EventType.WEBHOOK_ENDPOINT_FAILING)
+        ).scalar_one()
+    assert warning.endswith("it will be disabled after 36 hours of failures.")
+    assert endpoint_row(session, endpoint_id).disabled_reason == "failed continuously for 36 hours"

@@ -1,7 +1,8 @@
 """The permission table: one place that says which role may do what.
 
-Every service call that reads or changes an organization calls `require` first, so the
-console hiding a button is a courtesy, never the guard.
+Every service call that reads or changes an organization's data checks the actor with
+`check` (which calls `require` for a person) before it touches anything, so the console
+hiding a button is a courtesy, never the guard.
 """
 
 from __future__ import annotations
@@ -110,10 +111,3 @@ def check(session: Session, org_id: str, actor: Actor, permission: Permission) -
         return None
     assert actor.user_id is not None
     return require(session, org_id, actor.user_id, permission).role
-
-
-def require_org(
-    session: Session, org_id: str, user_id: str, permission: Permission
-) -> Organization:
-    """Like `require`, returning the organization."""
-    return require(session, org_id, user_id, permission).org

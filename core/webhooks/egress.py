@@ -54,15 +54,6 @@ def refusal_reason(address: str | IPAddress) -> str | None:
     return None
 
 
-def check_address(host: str, address: str, allow_private: bool) -> None:
-    """Raise EgressRefused if `address` (resolved from `host`) may not be reached."""
-    if allow_private:
-        return
-    reason = refusal_reason(address.split("%", 1)[0])
-    if reason is not None:
-        raise EgressRefused(host, reason)
-
-
 def literal_address(host: str) -> IPAddress | None:
     """Return the IP address if `host` is an IP literal (brackets allowed), else None."""
     try:

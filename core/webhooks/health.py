@@ -1,4 +1,5 @@
-"""Endpoint health: the failing warning after 24 hours and the switch-off after 5 days.
+"""Endpoint health: the failing warning and the switch-off, after the configured spans of
+continuous failure (by default 24 hours and 5 days).
 
 Both raise an alert for the organization (console banner, e-mail) and publish an event
 (`webhook.endpoint.failing`, `webhook.endpoint.disabled`) to its other endpoints.
@@ -27,8 +28,11 @@ def _episode(endpoint: WebhookEndpoint, now: datetime) -> int:
     return int(start.timestamp())
 
 
-def warn_failing(session: Session, endpoint: WebhookEndpoint, now: datetime) -> None:
-    """Mark the endpoint warned, publish `webhook.endpoint.failing` and raise an alert."""
+def warn_failing(
+    session: Session, endpoint: WebhookEndpoint, now: datetime, disable_after: timedelta
+) -> None:
+    """Mark the endpoint warned, publish `webhook.endpoint.failing` and raise an alert
+    saying when the endpoint will be switched off (`disable_after` of failures)."""
     endpoint.failing_warned_at = now
     data = {
         "endpoint_id": endpoint.id,
@@ -43,7 +47,7 @@ def warn_failing(session: Session, endpoint: WebhookEndpoint, now: datetime) -> 
         endpoint.id,
         _episode(endpoint, now),
         f"Webhook endpoint {endpoint.url} has been failing since {iso(endpoint.failing_since)}; "
-        "it will be disabled after 5 days of failures.",
+        f"it will be disabled after {_duration(disable_after)} of failures.",
         now=now,
     )
 
@@ -128,7 +132,15 @@ def check_thresholds(
         return
     failing_for = now - endpoint.failing_since
     if failing_for >= disable_after:
-        days = disable_after.total_seconds() / 86400
-        disable(session, endpoint, f"failed continuously for {days:g} days", now)
+        disable(session, endpoint, f"failed continuously for {_duration(disable_after)}", now)
     elif failing_for >= failing_after and endpoint.failing_warned_at is None:
-        warn_failing(session, endpoint, now)
+        warn_failing(session, endpoint, now, disable_after)
+
+
+def _duration(span: timedelta) -> str:
+    """Return '5 days', '1 day' or '36 hours' for a threshold."""
+    hours = span.total_seconds() / 3600
+    if hours >= 24 and hours % 24 == 0:
+        days = int(hours // 24)
+        return f"{days} day{'s' if days != 1 else ''}"
+    return f"{hours:g} hour{'s' if hours != 1 else ''}"
