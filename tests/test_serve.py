@@ -125,9 +125,10 @@ def test_whoami_verify_health_and_openapi(
 def test_a_key_expiring_between_two_requests_is_refused(
     database_url: str, data_dir: Path, session: Session, pepper: bytes
 ) -> None:
+    server = start_serve(database_url, data_dir, args=("--no-usage",))
+    # the key is made once the server answers, so a slow start cannot outlive it
     expires = utcnow().replace(microsecond=0) + timedelta(seconds=3)
     _org, new = org_with_key(session, pepper, expires=expires)
-    server = start_serve(database_url, data_dir, args=("--no-usage",))
     try:
         assert httpx.get(server.url + "/v1/whoami", headers=auth(new.key)).status_code == 200
         time.sleep(max(0.0, expires.timestamp() - time.time()) + 0.01)
