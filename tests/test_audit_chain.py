@@ -13,6 +13,7 @@ from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
 from core.audit import service as audit
+from core.audit.keyring import keyring_for, load_public_key
 from core.audit.models import AuditEvent
 from core.keys import service as keys
 from core.orgs import service as orgs
@@ -117,7 +118,7 @@ def test_a_consistent_rewrite_of_one_event_still_breaks_the_next(
             audit.select(AuditEvent).where(AuditEvent.org_id == org.id, AuditEvent.seq == 6)
         ).scalar_one()
         event.details = {"name": "forged"}
-        event.hash = audit.event_hash(event)
+        event.hash = audit.event_hash(event, keyring_for(session))
     report = audit.verify_chain(session, org.id, org.admin)
     assert not report.ok and report.first_bad_seq == 7
 
@@ -137,6 +138,13 @@ def test_cli_verify_exits_non_zero_naming_the_event(
     )
     bad = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "event #7 was altered" in bad.stdout
+    pem = subprocess.run(
+        [sys.executable, "-m", "core", "audit", "public-key"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert pem.returncode == 0 and pem.stdout.startswith("-----BEGIN PUBLIC KEY-----")
+    public = keyring_for(session).current.public_key
+    assert load_public_key(pem.stdout.encode()).public_bytes_raw() == public.public_bytes_raw()
 
 
 def test_export_csv_and_jsonl_hold_every_event(

@@ -1,15 +1,17 @@
-"""`audit verify|export`: export as csv, jsonl, parquet or a PDF report."""
+"""`audit verify|seal|public-key|export`: the keyed chain, its checkpoints and signed exports."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
 from core.audit import reports
 from core.audit import service as audit
-from core.cli._common import CommandError, actor, add_json_flag, print_json, session
+from core.audit.keyring import AuditKeyring, public_key_pem
+from core.cli._common import CommandError, actor, add_json_flag, print_json, session, settings
 from core.orgs import service as orgs
 
 
@@ -24,11 +26,27 @@ def register(sub: Any) -> None:
     group = sub.add_parser("audit", help="verify and export the audit log").add_subparsers(
         dest="audit_command", required=True, metavar="ACTION"
     )
-    p = group.add_parser("verify", help="check the hash chain; exit 1 naming the first bad event")
+    p = group.add_parser(
+        "verify",
+        help="check the keyed chain and its signed checkpoints; exit 1 naming the first bad event",
+    )
     p.add_argument("--org", required=True)
     p.add_argument("--by", metavar="EMAIL")
     add_json_flag(p)
     p.set_defaults(handler=cmd_verify)
+
+    p = group.add_parser(
+        "seal", help="sign a checkpoint of each organization's chain head (run it hourly)"
+    )
+    p.add_argument("--org", help="one organization (default: every one)")
+    add_json_flag(p)
+    p.set_defaults(handler=cmd_seal)
+
+    p = group.add_parser(
+        "public-key", help="print the public key that verifies checkpoints and exports (PEM)"
+    )
+    p.add_argument("--out", type=Path, help="write it to a file instead")
+    p.set_defaults(handler=cmd_public_key)
 
     p = group.add_parser("export", help="write the audit log to a file")
     p.add_argument("--org", required=True)
@@ -48,17 +66,43 @@ def cmd_verify(args: argparse.Namespace) -> int:
         org = orgs.org_by_name(s, args.org)
         report = audit.verify_chain(s, org.id, actor(s, args.by))
     if args.json:
-        print_json(
-            {
-                "ok": report.ok,
-                "checked": report.checked,
-                "first_bad_seq": report.first_bad_seq,
-                "problem": report.problem,
-            }
-        )
+        print_json(report.to_dict())
     else:
         print(report.describe())
     return 0 if report.ok else 1
+
+
+def cmd_seal(args: argparse.Namespace) -> int:
+    results = []
+    with session() as s, s.begin():
+        ids = [orgs.org_by_name(s, args.org).id] if args.org else audit.organization_ids(s)
+        for org_id in ids:
+            cp = audit.seal(s, org_id)
+            results.append(
+                {
+                    "org_id": org_id,
+                    "checkpoint": cp.n if cp else None,
+                    "seq": cp.seq if cp else None,
+                }
+            )
+    if args.json:
+        print_json(results)
+    else:
+        for r in results:
+            state = f"sealed event #{r['seq']} in checkpoint #{r['checkpoint']}"
+            print(f"{r['org_id']}: {state if r['checkpoint'] else 'already sealed'}")
+    return 0
+
+
+def cmd_public_key(args: argparse.Namespace) -> int:
+    keyring = AuditKeyring.from_settings(settings())
+    pem = public_key_pem(keyring.current.public_key)
+    if args.out:
+        args.out.write_text(pem)
+        print(f"Wrote the public key {keyring.current.id} to {args.out}")
+    else:
+        sys.stdout.write(pem)
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
