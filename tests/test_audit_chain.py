@@ -145,35 +145,3 @@ def test_cli_verify_exits_non_zero_naming_the_event(
     assert pem.returncode == 0 and pem.stdout.startswith("-----BEGIN PUBLIC KEY-----")
     public = keyring_for(session).current.public_key
     assert load_public_key(pem.stdout.encode()).public_bytes_raw() == public.public_bytes_raw()
-
-
-def test_export_csv_and_jsonl_hold_every_event(
-    session: Session, org: OrgFixture, tmp_path: Path
-) -> None:
-    import csv
-    import json
-
-    n_csv = audit.export_events(session, org.id, org.auditor, "csv", tmp_path / "a.csv")
-    n_jsonl = audit.export_events(session, org.id, org.auditor, "jsonl", tmp_path / "a.jsonl")
-    with (tmp_path / "a.csv").open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    lines = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
-    assert n_csv == n_jsonl == len(rows) == len(lines) == 9
-    source = [audit.event_row(e) for e in audit.list_events(session, org.id, org.admin)]
-    assert [r["hash"] for r in rows] == [r["hash"] for r in source]
-    assert [r["seq"] for r in lines] == list(range(1, 10))
-    assert lines[5]["details"]["name"] == "k"
-
-
-def test_export_refuses_a_missing_directory_and_writes_nothing(
-    session: Session, org: OrgFixture, tmp_path: Path
-) -> None:
-    tmp_path = tmp_path / "exports"
-    tmp_path.mkdir()
-    from core.errors import ValidationError
-
-    with pytest.raises(ValidationError, match="does not exist"):
-        audit.export_events(session, org.id, org.admin, "csv", tmp_path / "nope" / "a.csv")
-    with pytest.raises(ValidationError, match="format"):
-        audit.export_events(session, org.id, org.admin, "xml", tmp_path / "a.xml")
-    assert list(tmp_path.iterdir()) == []

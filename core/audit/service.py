@@ -13,20 +13,18 @@ first keyed event after them (`audit.chain_upgraded`) seals their head as it was
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, TextIO
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.audit import checkpoints
-from core.audit.canonical import jcs, timestamp
+from core.audit.canonical import jcs, jcs_text, timestamp
 from core.audit.keyring import AuditKeyring, keyring_for
 from core.audit.models import AuditCheckpoint, AuditEvent
 from core.clock import resolve
@@ -51,10 +49,6 @@ EXPORT_COLUMNS = (
 )
 _FORBIDDEN_DETAIL_KEYS = {"key", "secret", "password", "token", "pepper"}
 _AUDIT_ACTOR = Actor.system("audit")
-
-
-def _canonical_ts(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def event_body(event: AuditEvent) -> dict[str, Any]:
@@ -424,6 +418,63 @@ class AuditFilter:
     action: str | None = None
 
 
+MAX_LISTED_ACTORS = 20
+
+
+def known_actions() -> list[str]:
+    """Return every action an audit event can have, sorted."""
+    return sorted(str(e) for e in EventType)
+
+
+def actors_in_log(session: Session, org_id: str) -> list[str]:
+    """Return the distinct actor emails (and system actor names) in the organization's log."""
+    q = (
+        select(AuditEvent.actor_email)
+        .where(AuditEvent.org_id == org_id, AuditEvent.actor_email.is_not(None))
+        .distinct()
+    )
+    return sorted(str(a) for a in session.execute(q).scalars())
+
+
+def validate_filters(
+    session: Session, org_id: str, actor: Actor, filters: AuditFilter
+) -> AuditFilter:
+    """Return `filters` normalized (actor email lower-cased, action stripped).
+
+    Raise ValidationError, so a typo never reads as "no such events": for an action that
+    is not in the catalog (listing the valid ones), an actor who appears nowhere in the
+    organization's log (listing who does), naive or reversed dates. Raise PermissionDenied
+    without audit.read.
+    """
+    check(session, org_id, actor, Permission.AUDIT_READ)
+    for name, value in (("since", filters.since), ("until", filters.until)):
+        if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+            raise ValidationError(f"{name} must be a time with a time zone (UTC)", field=name)
+    if filters.since and filters.until and filters.until <= filters.since:
+        raise ValidationError("the end of the period is not after its start", field="until")
+    action = (filters.action or "").strip() or None
+    if action is not None and action not in known_actions():
+        raise ValidationError(
+            f"unknown action {action!r}; valid actions: {', '.join(known_actions())}",
+            field="action",
+        )
+    email = (filters.actor_email or "").strip().lower() or None
+    if email is not None:
+        actors = actors_in_log(session, org_id)
+        if email not in actors:
+            shown = ", ".join(actors[:MAX_LISTED_ACTORS]) + (
+                f" and {len(actors) - MAX_LISTED_ACTORS} more"
+                if len(actors) > MAX_LISTED_ACTORS
+                else ""
+            )
+            raise ValidationError(
+                f"no event of this organization has actor {email!r}; actors in the log: "
+                f"{shown or 'none'}",
+                field="actor",
+            )
+    return AuditFilter(filters.since, filters.until, email, action)
+
+
 def list_events(
     session: Session,
     org_id: str,
@@ -457,68 +508,17 @@ def _query(
 
 
 def event_row(event: AuditEvent) -> dict[str, Any]:
-    """Return an event as a flat dict of export columns (details as JSON text)."""
+    """Return an event as a flat dict of export columns (details as RFC 8785 JSON text)."""
     return {
         "seq": event.seq,
-        "ts": event.ts.astimezone(UTC).isoformat(),
+        "ts": timestamp(event.ts),
         "actor_type": event.actor_type,
         "actor_id": event.actor_id,
         "actor_email": event.actor_email,
         "action": event.action,
         "target_type": event.target_type,
         "target_id": event.target_id,
-        "details": json.dumps(event.details, sort_keys=True, ensure_ascii=False),
+        "details": jcs_text(event.details or {}),
         "prev_hash": event.prev_hash,
         "hash": event.hash,
     }
-
-
-EXPORT_FORMATS = ("csv", "jsonl")
-
-
-def write_export(rows: Iterable[dict[str, Any]], fmt: str, out: TextIO) -> int:
-    """Write event rows to `out` as csv or jsonl; return how many were written."""
-    n = 0
-    if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(row)
-            n += 1
-    elif fmt == "jsonl":
-        for row in rows:
-            out.write(json.dumps({**row, "details": json.loads(row["details"])}) + "\n")
-            n += 1
-    else:
-        raise ValidationError(f"format must be one of {', '.join(EXPORT_FORMATS)}")
-    return n
-
-
-def export_events(
-    session: Session,
-    org_id: str,
-    actor: Actor,
-    fmt: str,
-    path: Path,
-    filters: AuditFilter | None = None,
-) -> int:
-    """Write the organization's filtered log to `path`; return the number of events.
-
-    The file is written aside and renamed, so a failure leaves no partial export.
-    Raise PermissionDenied without audit.export, ValidationError for an unknown format.
-    """
-    check(session, org_id, actor, Permission.AUDIT_EXPORT)
-    if fmt not in EXPORT_FORMATS:
-        raise ValidationError(f"format must be one of {', '.join(EXPORT_FORMATS)}")
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise ValidationError(f"directory {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.partial")
-    rows = (event_row(e) for e in _query(session, org_id, filters or AuditFilter(), None, False))
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            n = write_export(rows, fmt, fh)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return n
