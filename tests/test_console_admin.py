@@ -227,3 +227,23 @@ def test_a_page_opened_outside_the_roles_navigation_is_refused(
     assert not at.dataframe
     with Session(console.engine) as s, pytest.raises(PermissionDenied):
         orgs.list_members(s, org.id, org.member)
+
+
+def test_a_corrupt_usage_file_is_named_not_fatal(
+    console: Console, org: OrgFixture, data_dir: Path
+) -> None:
+    with Session(console.engine) as s, s.begin():
+        new = keys.create_key(
+            s, org.id, org.member, name="Mobile App", expires=30, pepper=Settings.from_env().pepper
+        )
+    _write_usage(data_dir, org.id, new.id, n_ok=30, n_bad=10)
+    day = next((data_dir / "usage").glob("date=*"))
+    (day / "torn.parquet").write_bytes(b"PAR1 torn in half")
+    at = console.signed_in("member@acme.test", "Usage")
+    assert_clean(at)
+    assert {m.label: m.value for m in at.metric}["Calls"] == "40"
+    warning = " ".join(w.value for w in at.warning)
+    assert f"{day.name}/torn.parquet" in warning
+    at = console.signed_in("member@acme.test")
+    assert_clean(at)
+    assert "torn.parquet" in " ".join(w.value for w in at.warning)
