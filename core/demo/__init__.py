@@ -21,6 +21,7 @@ from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from core.clock import resolve
+from core.audit import keyring as audit_keyring
 from core.config import Settings
 from core.db import UTCDateTime
 from core.demo.plan import DEMO_PASSWORD, KeyPlan, build_org, org_name
@@ -120,6 +121,8 @@ def build_demo(
             )
     rnd = random.Random(opts.seed)
     pepper = settings.pepper
+    # Chains are keyed with these settings' audit key, whatever the environment says.
+    audit_keyring.bind(engine, audit_keyring.AuditKeyring.from_settings(settings))
     plans: list[KeyPlan] = []
     audit_events = 0
     admins = []
