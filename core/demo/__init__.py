@@ -20,8 +20,8 @@ from datetime import time as dtime
 from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from core.clock import resolve
 from core.audit import keyring as audit_keyring
+from core.clock import resolve
 from core.config import Settings
 from core.db import UTCDateTime
 from core.demo.plan import DEMO_PASSWORD, KeyPlan, build_org, org_name
