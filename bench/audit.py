@@ -26,18 +26,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]  # bench/http.py
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import select  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
 
-from core.audit import keyring as audit_keyring
-from core.audit import service as audit
-from core.audit.canonical import jcs
-from core.audit.models import AuditEvent
-from core.config import Settings
-from core.db import make_engine, migrate
-from core.orgs import service as orgs
-from core.orgs.models import Organization
-from core.orgs.permissions import Actor
+from core.audit import keyring as audit_keyring  # noqa: E402
+from core.audit import service as audit  # noqa: E402
+from core.audit.canonical import jcs  # noqa: E402
+from core.audit.models import AuditEvent  # noqa: E402
+from core.config import Settings  # noqa: E402
+from core.db import make_engine, migrate  # noqa: E402
+from core.orgs import service as orgs  # noqa: E402
+from core.orgs.models import Organization  # noqa: E402
+from core.orgs.permissions import Actor  # noqa: E402
 
 ACTOR = Actor.system("bench")
 DETAILS = {"name": "Billing export", "masked": "isk_…abcd", "reason": "rotation"}
