@@ -359,3 +359,44 @@ def test_the_upgrade_seals_an_unkeyed_chain_as_it_was(tmp_path: Path) -> None:
         assert not report.ok and report.first_bad_seq == 2
     finally:
         engine.dispose()
+
+
+def test_the_audit_key_is_a_0600_file_or_a_long_environment_secret(tmp_path: Path) -> None:
+    import stat
+
+    from core.errors import ValidationError
+
+    settings = Settings.from_env({"INTEGRATION_DATA_DIR": str(tmp_path)})
+    ring = AuditKeyring.from_settings(settings)
+    path = tmp_path / "audit_key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert AuditKeyring.from_settings(settings).current.id == ring.current.id  # stable
+    env = {"INTEGRATION_DATA_DIR": str(tmp_path), "INTEGRATION_AUDIT_KEY": "k" * 40,
+           "INTEGRATION_AUDIT_KEY_RETIRED": path.read_text().strip()}  # fmt: skip
+    rotated = AuditKeyring.from_settings(Settings.from_env(env))
+    assert rotated.current.id != ring.current.id
+    assert [k.id for k in rotated.retired] == [ring.current.id]
+    with pytest.raises(ValidationError, match="at least 32"):
+        Settings.from_env({"INTEGRATION_AUDIT_KEY": "short"})
+    assert "k" * 40 not in repr(Settings.from_env(env))
+
+
+@pytest.mark.slow
+def test_cli_seal_signs_every_head(
+    session: Session, org: OrgFixture, database_url: str, data_dir: Path
+) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")}
+    env.update(DATABASE_URL=database_url, INTEGRATION_DATA_DIR=str(data_dir))
+    cmd = [sys.executable, "-m", "core", "audit", "seal", "--json"]
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [{"org_id": org.id, "checkpoint": 2, "seq": 10}]
+    again = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=60)
+    assert json.loads(again.stdout)[0]["checkpoint"] is None  # already sealed
+    assert audit.verify_chain(session, org.id, org.auditor).sealed_seq == 10
