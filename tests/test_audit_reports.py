@@ -137,7 +137,7 @@ def test_pdf_event_table_spans_pages_and_names_a_broken_chain(
     assert "BROKEN" in text and "event #10 was altered" in text
     assert "2026-04-01 to 2026-04-10 (UTC)" in text  # the period as dates
     assert all("CHAIN BROKEN at event #10" in p.extract_text() for p in reader.pages)
-    assert "ALTERED: the chain breaks at this event" in text
+    assert "ALTERED:" in text  # the first bad event's row is marked
     last_page = reader.pages[-1].extract_text()
     assert "# Time (UTC)" in last_page  # the header repeats on every page
     assert "66" in last_page
