@@ -159,9 +159,45 @@ def _check(path: Path, deep: bool = False) -> str | None:
     return problem
 
 
-def _all_files(data_dir: Path) -> list[Path]:
+# day directory -> (its mtime_ns, [(file, problem or None)]): a day is listed again only
+# when a file was added, removed or renamed in it. A file damaged in place is caught when a
+# query fails on it (`deep_check`).
+_days: dict[str, tuple[int, list[tuple[str, str | None]]]] = {}
+
+
+def _day_entries(day_dir: Path) -> list[tuple[str, str | None]]:
+    try:
+        mtime = day_dir.stat().st_mtime_ns
+    except OSError:
+        return []
+    key = str(day_dir)
+    with _checked_lock:
+        cached = _days.get(key)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    entries = [(str(p), _check(p)) for p in sorted(day_dir.glob("*.parquet"))]
+    with _checked_lock:
+        _days[key] = (mtime, entries)
+    return entries
+
+
+def _entries(
+    data_dir: Path, since_day: date | None = None, until_day: date | None = None
+) -> list[tuple[str, str | None]]:
     root = usage_schema.usage_root(Path(data_dir))
-    return sorted(root.glob("date=*/*.parquet")) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    lo = since_day.isoformat() if since_day else None
+    hi = until_day.isoformat() if until_day else None
+    out: list[tuple[str, str | None]] = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if not entry.name.startswith("date=") or not entry.is_dir():
+            continue
+        day = entry.name.removeprefix("date=")
+        if (lo is not None and day < lo) or (hi is not None and day > hi):
+            continue
+        out.extend(_day_entries(Path(entry.path)))
+    return out
 
 
 def usage_files(
@@ -172,24 +208,15 @@ def usage_files(
     A corrupt or truncated file is skipped (and logged once, naming it); `usage_problems`
     lists them.
     """
-    out = []
-    for path in _all_files(data_dir):
-        day = path.parent.name.removeprefix("date=")
-        if since_day is not None and day < since_day.isoformat():
-            continue
-        if until_day is not None and day > until_day.isoformat():
-            continue
-        if _check(path) is None:
-            out.append(str(path))
-    return out
+    return [path for path, problem in _entries(data_dir, since_day, until_day) if problem is None]
 
 
 def usage_problems(data_dir: Path) -> list[dict[str, str]]:
     """Return the usage files that cannot be read: path and problem, in path order."""
     return [
-        {"path": str(path), "problem": problem}
-        for path in _all_files(data_dir)
-        if (problem := _check(path)) is not None
+        {"path": path, "problem": problem}
+        for path, problem in _entries(data_dir)
+        if problem is not None
     ]
 
 
@@ -214,7 +241,11 @@ def usage_problem_notice(data_dir: Path) -> str | None:
 
 def deep_check(files: list[str]) -> list[str]:
     """Read `files` fully; return those that still read (the others are marked unreadable)."""
-    return [f for f in files if _check(Path(f), deep=True) is None]
+    readable = [f for f in files if _check(Path(f), deep=True) is None]
+    with _checked_lock:
+        for f in set(files) - set(readable):
+            _days.pop(str(Path(f).parent), None)
+    return readable
 
 
 _SOURCE = "read_parquet($files, hive_partitioning = true, hive_types = {'date': DATE})"
