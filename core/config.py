@@ -3,6 +3,10 @@
 DATABASE_URL                 SQLAlchemy URL (default: sqlite file in the data directory)
 INTEGRATION_DATA_DIR         data directory (default: ./data)
 INTEGRATION_PEPPER           server pepper for key hashes (default: data/pepper, 0600)
+INTEGRATION_AUDIT_KEY        secret that keys the audit chains and signs their checkpoints
+                             (default: data/audit_key, 0600); keep it outside the database
+INTEGRATION_AUDIT_KEY_RETIRED  earlier audit keys, comma-separated, still trusted to verify
+                             (default: data/audit_key.retired, one per line, if present)
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from pathlib import Path
 from core.errors import ValidationError
 
 PEPPER_FILE = "pepper"
+AUDIT_KEY_FILE = "audit_key"
+AUDIT_KEY_RETIRED_FILE = "audit_key.retired"
 DATABASE_FILE = "integration.db"
 
 
@@ -23,6 +29,8 @@ class Settings:
     data_dir: Path
     database_url: str
     pepper_override: str | None = field(default=None, repr=False)
+    audit_key_override: str | None = field(default=None, repr=False)
+    audit_keys_retired: tuple[str, ...] | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -35,7 +43,24 @@ class Settings:
         pepper = env.get("INTEGRATION_PEPPER") or None
         if pepper is not None and len(pepper) < 16:
             raise ValidationError("INTEGRATION_PEPPER must be at least 16 characters")
-        return cls(data_dir=data_dir, database_url=url, pepper_override=pepper)
+        audit_key = env.get("INTEGRATION_AUDIT_KEY") or None
+        if audit_key is not None and len(audit_key) < 32:
+            raise ValidationError("INTEGRATION_AUDIT_KEY must be at least 32 characters")
+        retired_text = env.get("INTEGRATION_AUDIT_KEY_RETIRED")
+        retired = None
+        if retired_text is not None:
+            retired = tuple(k.strip() for k in retired_text.split(",") if k.strip())
+            if any(len(k) < 32 for k in retired):
+                raise ValidationError(
+                    "each INTEGRATION_AUDIT_KEY_RETIRED key must be 32+ characters"
+                )
+        return cls(
+            data_dir=data_dir,
+            database_url=url,
+            pepper_override=pepper,
+            audit_key_override=audit_key,
+            audit_keys_retired=retired,
+        )
 
     @property
     def pepper(self) -> bytes:
@@ -43,6 +68,24 @@ class Settings:
         if self.pepper_override is not None:
             return self.pepper_override.encode()
         return read_or_create_secret(self.data_dir / PEPPER_FILE)
+
+    @property
+    def audit_key(self) -> bytes:
+        """Return the audit key; the embedded default creates data/audit_key (0600) once."""
+        if self.audit_key_override is not None:
+            return self.audit_key_override.encode()
+        return read_or_create_secret(self.data_dir / AUDIT_KEY_FILE)
+
+    @property
+    def retired_audit_keys(self) -> tuple[bytes, ...]:
+        """Return earlier audit keys still trusted for verification (oldest first)."""
+        if self.audit_keys_retired is not None:
+            return tuple(k.encode() for k in self.audit_keys_retired)
+        path = self.data_dir / AUDIT_KEY_RETIRED_FILE
+        if not path.is_file():
+            return ()
+        lines = [line.strip() for line in path.read_text().splitlines()]
+        return tuple(line.encode() for line in lines if line and not line.startswith("#"))
 
 
 def read_or_create_secret(path: Path, nbytes: int = 32) -> bytes:

@@ -34,6 +34,9 @@ class EventType(StrEnum):
     WEBHOOK_ENDPOINT_DISABLED = "webhook.endpoint.disabled"
     WEBHOOK_TEST = "webhook.test"
     WEBHOOK_MESSAGE_REPLAYED = "webhook.message.replayed"
+    AUDIT_EXPORTED = "audit.exported"
+    AUDIT_CHAIN_UPGRADED = "audit.chain_upgraded"
+    AUDIT_KEY_CHANGED = "audit.key_changed"
 
 
 # The built-in events a webhook endpoint can subscribe to.

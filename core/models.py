@@ -1,7 +1,7 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
 from core.alerts.models import Alert
-from core.audit.models import AuditEvent
+from core.audit.models import AuditCheckpoint, AuditEvent
 from core.keys.models import ApiKey, KeyChange
 from core.orgs.models import Membership, Organization, User
 from core.sessions.models import ConsoleSession
@@ -10,6 +10,7 @@ from core.webhooks.models import WebhookAttempt, WebhookEndpoint, WebhookMessage
 __all__ = [
     "Alert",
     "ApiKey",
+    "AuditCheckpoint",
     "AuditEvent",
     "ConsoleSession",
     "KeyChange",

@@ -1,36 +1,36 @@
-"""Audit Log (admins, auditors): filters, chain status and exports."""
+"""Audit Log (admins, auditors): filters, chain status and signed exports."""
 
 from __future__ import annotations
 
-import tempfile
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from core.audit import reports
 from core.audit import service as audit
 from core.audit.service import AuditFilter
-from core.events import EventType
 from core.orgs.permissions import Permission
-from pages import _alerts, _ui
+from pages import _ui
 
 ctx = _ui.context(Permission.AUDIT_READ)
 SHOW_MAX = 1000
-EXPORT = "_audit_export"  # (format, filename, bytes) of the last prepared export
+EXPORT = "_audit_export"  # (format, filename, content, manifest) of the last prepared export
 
 _ui.header("Audit Log", "Every change to keys, webhooks, members, settings and sign-ins.")
 
 with ctx.reader() as s:
     report = audit.verify_chain(s, ctx.org_id, ctx.actor)
 if report.ok:
-    st.success(f"Chain intact: {report.checked} events verified.", icon="🔗")
+    st.success(
+        f"Chain intact: {report.describe().removeprefix('audit chain intact: ')}.", icon="🔗"
+    )
 else:
     st.error(f"Chain broken: {report.describe()}", icon="🚨")
 
 c1, c2, c3 = st.columns([1, 1, 1])
 actor = c1.text_input("Actor email", placeholder="anyone", key="audit_actor")
-actions = ["All actions", *sorted(str(e) for e in EventType)]
+actions = ["All actions", *audit.known_actions()]
 action = c2.selectbox("Action", actions, key="audit_action")
 today = date.today()
 period = c3.date_input("Date range", value=(today - timedelta(days=30), today), key="audit_dates")
@@ -38,14 +38,16 @@ since = until = None
 if isinstance(period, tuple) and len(period) == 2:
     since = datetime.combine(period[0], time.min, UTC)
     until = datetime.combine(period[1] + timedelta(days=1), time.min, UTC)
-filters = AuditFilter(
+requested = AuditFilter(
     since=since,
     until=until,
     actor_email=actor.strip() or None,
     action=None if action == "All actions" else action,
 )
 
+filters: AuditFilter | None = None
 with _ui.guarded(), ctx.reader() as s:
+    filters = audit.validate_filters(s, ctx.org_id, ctx.actor, requested)
     events = audit.list_events(s, ctx.org_id, ctx.actor, filters, limit=SHOW_MAX, newest_first=True)
     if not events:
         _ui.empty_state("No events match", "Widen the date range or clear the filters.", "🗂️")
@@ -67,35 +69,47 @@ with _ui.guarded(), ctx.reader() as s:
         )
         st.dataframe(frame, hide_index=True, width="stretch")
 
-if ctx.can(Permission.AUDIT_EXPORT):
+if ctx.can(Permission.AUDIT_EXPORT) and filters is not None:
     st.subheader("Export")
-    reports = _alerts.optional("core.audit.reports", "export", "FORMATS")
-    formats = list(reports.FORMATS) if reports else list(audit.EXPORT_FORMATS)
-    e1, e2 = st.columns([1, 3], vertical_alignment="bottom")
-    fmt = e1.selectbox("Format", formats, format_func=str.upper, key="audit_format")
-    if e2.button("Prepare export", icon=":material/download:", key="audit_prepare"):
+    st.caption(
+        "Each export carries its provenance and comes with a signed manifest; an auditor "
+        "checks both offline with `python -m core audit verify --file`."
+    )
+    e1, e2, e3 = st.columns([1, 1, 2], vertical_alignment="bottom")
+    fmt = e1.selectbox("Format", reports.FORMATS, format_func=str.upper, key="audit_format")
+    allow_broken = False
+    if not report.ok:
+        allow_broken = e2.checkbox(
+            "Export the broken chain", key="audit_allow_broken",
+            help="Every page of the export then says the chain is broken.",
+        )  # fmt: skip
+    if e3.button("Prepare export", icon=":material/download:", key="audit_prepare"):
         with _ui.guarded(), st.spinner("Preparing the export…"):
-            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+            stamp = _ui.now().strftime("%Y%m%d-%H%M%S")
             name = f"audit-{ctx.org_id}-{stamp}.{fmt}"
-            with tempfile.TemporaryDirectory() as tmp, ctx.reader() as s:
-                path = Path(tmp) / name
-                if reports is not None:
-                    n = reports.export(s, ctx.org_id, ctx.actor, fmt, path, filters)
-                else:
-                    n = audit.export_events(s, ctx.org_id, ctx.actor, fmt, path, filters)
-                st.session_state[EXPORT] = (fmt, name, path.read_bytes())
-            st.toast(f"Export ready: {n} events", icon="📦")
+            with ctx.session() as s, s.begin():
+                out = reports.export_bytes(
+                    s, ctx.org_id, ctx.actor, fmt, filters,
+                    allow_broken=allow_broken, filename=name,
+                )  # fmt: skip
+            st.session_state[EXPORT] = (fmt, name, out.content, out.manifest)
+            st.toast(f"Export ready: {out.events} events", icon="📦")
     prepared = st.session_state.get(EXPORT)
     if prepared and prepared[0] == fmt:
-        mime = {"csv": "text/csv", "jsonl": "application/x-ndjson", "pdf": "application/pdf"}
-        st.caption(f"{prepared[1]} is ready.")
-        st.download_button(
+        st.caption(f"{prepared[1]} is ready, with its signed manifest.")
+        d1, d2 = st.columns(2)
+        d1.download_button(
             f"Download {prepared[1]}",
             data=prepared[2],
             file_name=prepared[1],
-            mime=mime.get(fmt, "application/octet-stream"),
+            mime=reports.MIME.get(fmt, "application/octet-stream"),
             type="primary",
             key="audit_download",
         )
-    if reports is None:
-        st.caption("Parquet and PDF reports appear here once the report exporter is available.")
+        d2.download_button(
+            "Download the signed manifest",
+            data=prepared[3],
+            file_name=prepared[1] + ".manifest.json",
+            mime="application/json",
+            key="audit_download_manifest",
+        )

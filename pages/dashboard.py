@@ -27,6 +27,9 @@ c4.metric("Expired", counts["expired"], border=True)
 
 st.subheader("API calls")
 calls = _alerts.call_counts(ctx)
+analytics = _alerts.analytics()
+if analytics is not None and (notice := analytics.usage_problem_notice(ctx.settings.data_dir)):
+    st.warning(notice, icon="⚠️")
 u1, u2, u3 = st.columns(3)
 if calls is None:
     total = sum(v.usage_count for v in views)

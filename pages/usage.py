@@ -62,6 +62,8 @@ if not (isinstance(period, tuple) and len(period) == 2):
 since = datetime.combine(period[0], time.min, UTC)
 until = datetime.combine(period[1] + timedelta(days=1), time.min, UTC)
 data_dir = ctx.settings.data_dir
+if notice := analytics.usage_problem_notice(data_dir):
+    st.warning(notice, icon="⚠️")
 
 one_key = None if key_choice == "all" else key_choice
 with st.spinner("Reading the usage log…"):

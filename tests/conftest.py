@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
+from core.audit import keyring
 from core.config import Settings
 from core.db import Base, make_engine, migrate
 
@@ -132,6 +133,7 @@ def settings(database_url: str, data_dir: Path) -> Settings:
 @pytest.fixture
 def engine(settings: Settings) -> Iterator[Engine]:
     engine = make_engine(settings.database_url)
+    keyring.bind(engine, keyring.AuditKeyring.from_settings(settings))
     try:
         yield engine
     finally:

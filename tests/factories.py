@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,7 +26,7 @@ class OrgFixture:
 
 def make_org(session: Session, name: str = "Acme", *, now: datetime | None = None) -> OrgFixture:
     """Create an organization with an admin, two members and an auditor; commit it."""
-    slug = name.lower().replace(" ", "-")
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "org"
     with session.begin():
         org, admin = orgs.create_organization(
             session, name, f"admin@{slug}.test", PASSWORD, now=now

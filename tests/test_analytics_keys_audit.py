@@ -231,3 +231,33 @@ def test_organizations_lists_only_the_actors_own(session, trail) -> None:
     assert list(analytics.organizations(session, acme.member)["name"]) == ["Acme"]
     assert list(analytics.organizations(session, other.auditor)["name"]) == ["Other"]
     assert list(analytics.organizations(session, Actor.system())["name"]) == ["Acme", "Other"]
+
+
+def test_keys_still_called_after_revocation_name_their_owner(session: Session, world) -> None:
+    acme, other, ids, data_dir = world
+    df = analytics.stale_key_calls(session, acme.admin, acme.id, data_dir, until=NOW)
+    assert df["key_id"].tolist() == [ids["gone"]]
+    row = df.iloc[0]
+    assert (row["name"], row["owner"], row["calls"], row["revoked_calls"]) == (
+        "gone", acme.admin.email, 6, 6,
+    )  # fmt: skip
+    with pytest.raises(NotFound):
+        analytics.stale_key_calls(session, other.admin, acme.id, data_dir, until=NOW)
+
+
+def test_key_lists_honour_a_past_end(session: Session, world, pepper: bytes) -> None:
+    acme, _other, ids, data_dir = world
+    with session.begin():
+        later = keys.create_key(session, acme.id, acme.admin, name="later", expires=30,
+                                pepper=pepper, now=NOW).id  # fmt: skip
+    before_revocation = T0 + timedelta(hours=12)
+    inv = analytics.key_inventory(session, acme.admin, acme.id, data_dir, now=before_revocation)
+    assert later not in set(inv["key_id"])
+    gone = inv.set_index("key_id").loc[ids["gone"]]
+    assert gone["status"] != "revoked" and pd.isna(gone["revoked_at"])
+    unused = analytics.unused_keys(session, acme.admin, acme.id, data_dir, now=NOW)
+    assert later in set(unused["key_id"])
+    unused_then = analytics.unused_keys(
+        session, acme.admin, acme.id, data_dir, now=NOW - timedelta(days=1)
+    )
+    assert later not in set(unused_then["key_id"])

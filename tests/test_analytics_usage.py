@@ -54,7 +54,8 @@ def test_calls_over_time_by_day_fills_empty_days(log: Path) -> None:
     assert list(df["bucket"]) == [pd.Timestamp(DAY1 + timedelta(days=d)) for d in range(3)]
     assert list(df["calls"]) == [4, 0, 2]
     assert list(df["errors"]) == [2, 0, 0]  # the 500 and the revoked key
-    assert list(df["error_rate"]) == [0.5, 0.0, 0.0]
+    rates = list(df["error_rate"])
+    assert rates[0] == 0.5 and pd.isna(rates[1]) and rates[2] == 0.0  # an empty day: no rate
 
 
 def test_calls_over_time_by_hour_within_period(log: Path) -> None:
@@ -225,3 +226,82 @@ def test_one_keys_calls_latency_and_codes(log: Path) -> None:
     assert analytics.latency_percentiles(log, OTHER, key_id="key_2")["calls"].iloc[0] == 0
     with pytest.raises(ValidationError, match="key_id"):
         analytics.calls_over_time(log, ORG, key_id="")
+
+
+def test_error_rates_by_path_count_errors_and_server_errors(log: Path) -> None:
+    df = analytics.error_rates(log, ORG, by="path").set_index("path")
+    assert df.loc["/v1/a", "calls"] == 3 and df.loc["/v1/b", "calls"] == 3
+    assert df.loc["/v1/a", "errors"] == 2 and df.loc["/v1/a", "server_errors"] == 1
+    assert df.loc["/v1/b", "errors"] == 0 and df.loc["/v1/b", "error_rate"] == 0.0
+
+
+def test_refusals_of_no_organization_have_their_own_view(log: Path) -> None:
+    df = analytics.unattributed_refusals(log, by="code")
+    assert list(df["code"]) == ["invalid_key"] and list(df["calls"]) == [1]
+    assert analytics.unattributed_refusals(log, by="client")["client"].tolist() == ["203.0.113.7"]
+    with pytest.raises(ValidationError, match="by must be one of"):
+        analytics.unattributed_refusals(log, by="org_id")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_a_corrupt_file_is_skipped_and_named(
+    log: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = analytics.calls_over_time(log, ORG, grain="day")["calls"].sum()
+    day = log / "usage" / "date=2026-03-09"
+    day.mkdir(parents=True)
+    bad = day / f"{damage}.parquet"
+    source = next((log / "usage").glob("date=2026-03-02/*.parquet")).read_bytes()
+    bad.write_bytes(
+        {"truncated": source[: len(source) // 2], "garbage": b"PAR1" + b"x" * 200 + b"PAR1",
+         "empty": b""}[damage]
+    )  # fmt: skip
+    with caplog.at_level("WARNING", logger="core.analytics"):
+        df = analytics.calls_over_time(log, ORG, grain="day")
+        assert df["calls"].sum() == good
+        assert analytics.top_keys(log, ORG)["calls"].sum() == good
+    assert [p["path"] for p in analytics.usage_problems(log)] == [str(bad)]
+    assert str(bad) in caplog.text
+
+
+def test_a_file_corrupt_past_its_footer_is_found_when_read(log: Path) -> None:
+    """A footer that reads but data pages that do not: the query retries without the file."""
+    import pyarrow.parquet as pq
+
+    source = next((log / "usage").glob("date=2026-03-04/*.parquet"))
+    data = bytearray(source.read_bytes())
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    for i in range(4, len(data) - footer):  # every data page, the footer intact
+        data[i] ^= 0x5A
+    source.write_bytes(bytes(data))
+    assert pq.read_metadata(source).num_rows == 2
+    df = analytics.calls_over_time(log, ORG, grain="day")
+    assert df["calls"].sum() == 4  # day 3's two calls were in the damaged file
+    assert [p["path"] for p in analytics.usage_problems(log)] == [str(source)]
+
+
+def test_day_window_covers_whole_days() -> None:
+    since, until = analytics.day_window(3, "2026-03-05")
+    assert (since, until) == (datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 5, tzinfo=UTC))
+    since, until = analytics.day_window(2, "", now=datetime(2026, 3, 5, 17, 30, tzinfo=UTC))
+    assert (since, until) == (datetime(2026, 3, 4, tzinfo=UTC), datetime(2026, 3, 6, tzinfo=UTC))
+    with pytest.raises(ValidationError, match="not a date"):
+        analytics.day_window(3, "2026-02-30")
+
+
+@pytest.mark.slow
+def test_usage_stats_names_a_corrupt_file(log: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    bad = log / "usage" / "date=2026-03-02" / "torn.parquet"
+    bad.write_bytes(b"PAR1 half a file")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")}
+    env.update(INTEGRATION_DATA_DIR=str(log), DATABASE_URL=f"sqlite:///{log / 'cli.db'}")
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "core", "usage", "stats"], env=env, cwd=root,
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"unreadable, skipped by every report: {bad}" in r.stdout
+    assert "2026-03-02" in r.stdout and "4" in r.stdout

@@ -4,6 +4,7 @@ opens and states the organization, period, event count and chain status."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -19,6 +20,8 @@ from sqlalchemy.orm import Session
 
 from core.audit import reports
 from core.audit import service as audit
+from core.audit.canonical import timestamp
+from core.audit.errors import ChainBroken
 from core.audit.models import AuditEvent
 from core.errors import PermissionDenied, ValidationError
 from core.events import EventType
@@ -54,39 +57,52 @@ APRIL_2 = audit.AuditFilter(
 )
 
 
+def export(session: Session, *args, **kwargs) -> int:
+    """Export in a transaction of its own (an export seals the head and is audited)."""
+    with session.begin():
+        return reports.export(session, *args, **kwargs).events
+
+
 def test_csv_and_jsonl_round_trip(session: Session, acme, tmp_path: Path) -> None:
-    n = reports.export(session, acme.id, acme.auditor, "csv", tmp_path / "a.csv")
+    expected_rows = source_rows(session, acme)
+    session.rollback()
+    n = export(session, acme.id, acme.auditor, "csv", tmp_path / "a.csv")
     with open(tmp_path / "a.csv", newline="", encoding="utf-8") as fh:
+        provenance = fh.readline()
         back = list(csv.DictReader(fh))
-    expected = [
-        {k: "" if v is None else str(v) for k, v in r.items()} for r in source_rows(session, acme)
-    ]
+    expected = [{k: "" if v is None else str(v) for k, v in r.items()} for r in expected_rows]
+    assert provenance.startswith("# provenance: {")
     assert n == len(back) == 66
     assert back == expected
-    n = reports.export(session, acme.id, acme.auditor, "jsonl", tmp_path / "a.jsonl")
+    n = export(session, acme.id, acme.auditor, "jsonl", tmp_path / "a.jsonl")
     lines = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
-    assert [x["hash"] for x in lines] == [r["hash"] for r in source_rows(session, acme)]
+    assert lines[0]["provenance"]["events"] == 67 == n  # and the first export's audit.exported
+    assert [x["hash"] for x in lines[1:67]] == [r["hash"] for r in expected_rows]
+    assert lines[67]["action"] == "audit.exported" and lines[67]["details"]["format"] == "csv"
 
 
 def test_parquet_round_trip_equals_source_rows(session: Session, acme, tmp_path: Path) -> None:
-    n = reports.export(session, acme.id, acme.admin, "parquet", tmp_path / "a.parquet", APRIL_2)
+    expected = source_rows(session, acme, APRIL_2)
+    session.rollback()
+    n = export(session, acme.id, acme.admin, "parquet", tmp_path / "a.parquet", APRIL_2)
     table = pq.read_table(tmp_path / "a.parquet")
     rows = table.to_pylist()
-    expected = source_rows(session, acme, APRIL_2)
     assert n == len(rows) == 30  # keys 0..29 were created on April 2 (every 30 minutes)
     for got, want in zip(rows, expected, strict=True):
-        assert got["ts"].isoformat() == want["ts"]
+        assert timestamp(got["ts"]) == want["ts"]
         assert {k: v for k, v in got.items() if k != "ts"} == {
             k: v for k, v in want.items() if k != "ts"
         }
     assert str(table.schema.field("ts").type) == "timestamp[us, tz=UTC]"
+    provenance = json.loads(table.schema.metadata[b"integration_settings.audit.provenance"])
+    assert provenance["events"] == 30 and provenance["chain"]["verified"] is True
 
 
 def test_pdf_states_org_period_count_and_intact_chain(
     session: Session, acme, tmp_path: Path
 ) -> None:
     out = tmp_path / "report.pdf"
-    n = reports.export(session, acme.id, acme.auditor, "pdf", out, APRIL_2)
+    n = export(session, acme.id, acme.auditor, "pdf", out, APRIL_2)
     reader = PdfReader(out)
     text = "\n".join(page.extract_text() for page in reader.pages)
     assert n == 30
@@ -108,13 +124,20 @@ def test_pdf_event_table_spans_pages_and_names_a_broken_chain(
             .values(action="api_key.revoked")
         )
     out = tmp_path / "all.pdf"
-    n = reports.export(session, acme.id, acme.admin, "pdf", out)
+    with pytest.raises(ChainBroken, match="event #10 was altered"):
+        export(session, acme.id, acme.admin, "pdf", out)
+    assert not out.exists()
+    n = export(
+        session, acme.id, acme.admin, "pdf", out, allow_broken=True, now=T0 + timedelta(days=9)
+    )
     reader = PdfReader(out)
     assert n == 66
     assert len(reader.pages) >= 3  # summary page, then the event table over pages
     text = "\n".join(page.extract_text() for page in reader.pages)
     assert "BROKEN" in text and "event #10 was altered" in text
-    assert "the first event to the last event" in text
+    assert "2026-04-01 to 2026-04-10 (UTC)" in text  # the period as dates
+    assert all("CHAIN BROKEN at event #10" in p.extract_text() for p in reader.pages)
+    assert "ALTERED:" in text  # the first bad event's row is marked
     last_page = reader.pages[-1].extract_text()
     assert "# Time (UTC)" in last_page  # the header repeats on every page
     assert "66" in last_page
@@ -122,11 +145,11 @@ def test_pdf_event_table_spans_pages_and_names_a_broken_chain(
 
 def test_filters_by_actor_and_action(session: Session, acme, tmp_path: Path) -> None:
     f = audit.AuditFilter(actor_email=acme.admin.email, action=EventType.API_KEY_REVOKED)
-    n = reports.export(session, acme.id, acme.admin, "parquet", tmp_path / "r.parquet", f)
+    n = export(session, acme.id, acme.admin, "parquet", tmp_path / "r.parquet", f)
     rows = pq.read_table(tmp_path / "r.parquet").to_pylist()
     assert n == 1
     assert json.loads(rows[0]["details"])["reason"] == "léaked…"
-    n = reports.export(session, acme.id, acme.admin, "pdf", tmp_path / "r.pdf", f)
+    n = export(session, acme.id, acme.admin, "pdf", tmp_path / "r.pdf", f)
     text = PdfReader(tmp_path / "r.pdf").pages[0].extract_text()
     assert "1 events in this report" in text and "api_key.revoked" in text
 
@@ -135,11 +158,11 @@ def test_exports_need_audit_export_and_a_known_format(
     session: Session, acme, tmp_path: Path
 ) -> None:
     with pytest.raises(PermissionDenied):
-        reports.export(session, acme.id, acme.member, "pdf", tmp_path / "x.pdf")
+        export(session, acme.id, acme.member, "pdf", tmp_path / "x.pdf")
     with pytest.raises(ValidationError):
-        reports.export(session, acme.id, acme.admin, "xlsx", tmp_path / "x.xlsx")
+        export(session, acme.id, acme.admin, "xlsx", tmp_path / "x.xlsx")
     with pytest.raises(ValidationError):
-        reports.export(session, acme.id, acme.admin, "parquet", tmp_path / "nope" / "x.parquet")
+        export(session, acme.id, acme.admin, "parquet", tmp_path / "nope" / "x.parquet")
     assert list(tmp_path.iterdir()) == [tmp_path / "data"]  # nothing partial left behind
 
 
@@ -159,12 +182,16 @@ def test_cli_exports_parquet_and_pdf(
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["events"] == 30
+        assert Path(json.loads(r.stdout)["manifest"]).is_file()
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 30
     assert "Acme Corp" in PdfReader(tmp_path / "out.pdf").pages[0].extract_text()
 
 
 def test_export_bytes_for_a_download_button(session: Session, acme) -> None:
-    data, n = reports.export_bytes(session, acme.id, acme.auditor, "pdf", APRIL_2)
-    assert data.startswith(b"%PDF") and n == 30
-    data, n = reports.export_bytes(session, acme.id, acme.auditor, "csv")
-    assert data.decode().count("\n") == n + 1 == 67
+    with session.begin():
+        out = reports.export_bytes(session, acme.id, acme.auditor, "pdf", APRIL_2)
+    assert out.content.startswith(b"%PDF") and out.events == 30
+    assert json.loads(out.manifest)["file"]["sha256"] == hashlib.sha256(out.content).hexdigest()
+    with session.begin():
+        out = reports.export_bytes(session, acme.id, acme.auditor, "csv")
+    assert out.content.decode().count("\n") == out.events + 2 == 69  # 66 + seal + export

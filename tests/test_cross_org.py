@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
+from core.audit import reports
 from core.audit import service as audit
 from core.errors import NotFound
 from core.keys import service as keys
@@ -39,7 +40,7 @@ CALLS: dict[str, Call] = {
     "org.get": lambda s, c, a: orgs.get_organization(s, c["org"], a),
     "audit.list": lambda s, c, a: audit.list_events(s, c["org"], a),
     "audit.verify": lambda s, c, a: audit.verify_chain(s, c["org"], a),
-    "audit.export": lambda s, c, a: audit.export_events(s, c["org"], a, "csv", c["out"]),
+    "audit.export": lambda s, c, a: reports.export(s, c["org"], a, "csv", c["out"]),
 }
 
 

@@ -256,8 +256,9 @@ def test_console_end_to_end_in_chromium(stack: tuple[str, str]) -> None:
             shot("audit-log")
             page.get_by_role("button", name="Prepare export").click()
             with page.expect_download() as info:
-                page.get_by_test_id("stDownloadButton").get_by_role("button").click()
-            text = Path(info.value.path()).read_text()
+                page.get_by_test_id("stDownloadButton").first.get_by_role("button").click()
+            provenance, _, text = Path(info.value.path()).read_text().partition("\n")
+            assert provenance.startswith("# provenance: ")
             actions = [row["action"] for row in csv.DictReader(io.StringIO(text))]
             for action in (
                 "org.created",

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import Engine, MetaData, select
 from sqlalchemy.orm import Session
 
-from core.audit import service as audit
+from core.audit import reports
 from core.auth.verifier import Verifier
 from core.config import Settings
 from core.keys import service as keys
@@ -50,7 +50,7 @@ def test_no_full_key_in_the_database_or_the_data_directory(
     secrets.append(rolled.key)
     assert verifier.verify_key(rolled.key).valid
     with session.begin():
-        audit.export_events(session, org.id, org.admin, "jsonl", settings.data_dir / "a.jsonl")
+        reports.export(session, org.id, org.admin, "jsonl", settings.data_dir / "a.jsonl")
     engine.dispose()
 
     assert _all_database_text(engine)  # the scan saw the rows

@@ -1,5 +1,6 @@
-"""Both notebooks execute top to bottom against a generated demo data set, without errors,
-and are committed with their outputs stripped."""
+"""Both notebooks execute top to bottom, without errors and without a network: on the demo
+data set, on an organization with no keys, and with a past END date; they are committed
+with their outputs stripped."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import sys
 import warnings
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import nbformat
@@ -15,13 +17,18 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
+from sqlalchemy.orm import Session
 
 from core.config import Settings
 from core.db import make_engine, migrate
 from core.demo import DemoOptions, build_demo
+from core.orgs import service as orgs
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["usage_analysis.ipynb", "audit_trail.ipynb"]
+EMPTY_ORG = "Empty Co"
+PAST_END = (datetime.now(UTC) - timedelta(days=20)).date().isoformat()
+CASES = {"demo": {}, "empty": {"ORGANIZATION": EMPTY_ORG}, "past": {"END": PAST_END}}
 
 
 def _collect_kernel_sockets() -> None:
@@ -43,6 +50,8 @@ def demo_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     engine = make_engine(settings.database_url)
     migrate(engine)
     build_demo(engine, settings, DemoOptions(orgs=2, keys=10, events=60_000, days=60, seed=5))
+    with Session(engine) as s, s.begin():  # an organization with people but no key, no call
+        orgs.create_organization(s, EMPTY_ORG, "owner@empty.example", "correct-horse-42")
     engine.dispose()
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_")}
     env.update(INTEGRATION_DATA_DIR=str(data_dir), DATABASE_URL=settings.database_url)
@@ -72,11 +81,25 @@ def test_notebook_is_committed_without_outputs(name: str) -> None:
     assert any(c.cell_type == "markdown" and "Conclusions" in c.source for c in nb.cells)
 
 
+def _with_parameters(nb: nbformat.NotebookNode, values: dict[str, str]) -> None:
+    """Set parameters the way papermill would: by assignment in the parameters cell."""
+    cell = nb.cells[1]
+    assert "parameters" in cell.metadata.get("tags", [])
+    for name, value in values.items():
+        lines = cell.source.splitlines()
+        hits = [i for i, line in enumerate(lines) if line.startswith(f"{name} = ")]
+        assert hits, name
+        lines[hits[0]] = f"{name} = {value!r}"
+        cell.source = "\n".join(lines)
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_top_to_bottom(name, demo_env, kernel_specs) -> None:
+def test_notebook_runs_top_to_bottom(name, case, demo_env, kernel_specs) -> None:
     path = ROOT / "notebooks" / name
     nb = nbformat.read(path, as_version=4)
+    _with_parameters(nb, CASES[case])
     km = KernelManager(kernel_name="integration-venv", kernel_spec_manager=kernel_specs)
     client = NotebookClient(
         nb, km=km, timeout=240, resources={"metadata": {"path": str(path.parent)}}
@@ -91,16 +114,26 @@ def test_notebook_runs_top_to_bottom(name, demo_env, kernel_specs) -> None:
     assert not errors, errors
     stderr = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stderr")
     assert "Traceback" not in stderr and "Warning" not in stderr, stderr
-    charts = [
-        o
-        for o in outputs
-        if any("vegalite" in mime for mime in o.get("data", {}))
-        or "vegaEmbed" in o.get("data", {}).get("text/html", "")
-    ]
-    assert len(charts) >= 3  # the Altair charts rendered
     text = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stdout")
-    assert "Northwind Traders" in text or "Globex Logistics" in text
-    if name == "usage_analysis.ipynb":
-        assert "Roll now" in text and "Revoke" in text
+    rich = json.dumps([o.get("data", {}) for o in outputs])
+    assert "cdn.jsdelivr" not in rich and "vegaEmbed" not in rich  # nothing loads from a network
+    charts = [o for o in outputs if "image/png" in o.get("data", {})]
+    if case == "empty":
+        assert f"{EMPTY_ORG} (" in text and "No data:" in text
     else:
-        assert "PASS: audit chain intact" in text and "Accounts under attack" in text
+        assert len(charts) >= 3, text  # charts rendered to PNG in the kernel
+        assert "Northwind Traders" in text or "Globex Logistics" in text
+    if case == "past":
+        assert f"to {PAST_END} (UTC" in text
+    if name == "usage_analysis.ipynb":
+        assert "Roll now" in text and "Tell the owners" in text and "Probing from outside" in text
+        if case == "demo":
+            assert "× its baseline" in text  # the planted spike is in the default window
+            assert "was refused" in text and "@" in text.split("Tell the owners")[1]
+        if case == "empty":
+            assert f"No data: {EMPTY_ORG} has no API keys" in text
+            assert f"No data: {EMPTY_ORG} made no calls in the period" in text
+    else:
+        assert "Accounts under attack" in text and "Evidence:" in text
+        if case != "empty":
+            assert "PASS: audit chain intact" in text

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
+from core.audit import reports
 from core.audit import service as audit
 from core.errors import PermissionDenied
 from core.keys import service as keys
@@ -72,7 +73,7 @@ ACTIONS: dict[str, tuple[Action, set[str]]] = {
     "audit.list": (lambda s, o, a, c: audit.list_events(s, o.id, a), {"admin", "auditor"}),
     "audit.verify": (lambda s, o, a, c: audit.verify_chain(s, o.id, a), {"admin", "auditor"}),
     "audit.export": (
-        lambda s, o, a, c: audit.export_events(s, o.id, a, "csv", c["tmp"] / "audit.csv"),
+        lambda s, o, a, c: reports.export(s, o.id, a, "csv", c["tmp"] / "audit.csv"),
         {"admin", "auditor"},
     ),
 }

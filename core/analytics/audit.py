@@ -18,8 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.analytics._duck import check_range, cursor, frame
+from core.audit.exports import PARQUET_SCHEMA
 from core.audit.models import AuditEvent
-from core.audit.reports import PARQUET_SCHEMA
 from core.errors import ValidationError
 from core.events import EventType
 from core.orgs.permissions import Actor, Permission, check

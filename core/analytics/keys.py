@@ -7,7 +7,7 @@ neither revoked nor expired (a rolled key in its grace period is live).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,14 @@ import pandas as pd
 import pyarrow as pa
 from sqlalchemy.orm import Session
 
-from core.analytics._duck import COUNTED_CODES, cursor, days_ago, frame, usage_cte
+from core.analytics._duck import (
+    COUNTED_CODES,
+    check_range,
+    cursor,
+    days_ago,
+    frame,
+    usage_cte,
+)
 from core.clock import resolve
 from core.keys import service as keys_service
 from core.keys.policy import KeyStatus
@@ -42,7 +49,10 @@ _KEY_SCHEMA = pa.schema(
 
 def _key_table(session: Session, org_id: str, actor: Actor, now: datetime) -> pa.Table:
     check(session, org_id, actor, Permission.USAGE_READ)
-    views = keys_service.list_keys(session, org_id, actor, now=now)
+    # As of `now`: keys created later do not exist yet, a later revocation has not happened.
+    views = [
+        v for v in keys_service.list_keys(session, org_id, actor, now=now) if v.created_at <= now
+    ]
     rows = [
         {
             "key_id": v.id,
@@ -52,7 +62,7 @@ def _key_table(session: Session, org_id: str, actor: Actor, now: datetime) -> pa
             "created_by": v.created_by,
             "created_at": v.created_at,
             "expires_at": v.expires_at,
-            "revoked_at": v.revoked_at,
+            "revoked_at": v.revoked_at if v.revoked_at and v.revoked_at <= now else None,
             "rolled_from": v.rolled_from,
             "sql_last_used_at": v.last_used_at,
             "sql_usage_count": v.usage_count,
@@ -216,3 +226,47 @@ def usage_mismatches(
         ORDER BY key_id
     """
     return _query(session, actor, org_id, data_dir, now, body, {})
+
+
+STALE_CODES = ("key_revoked", "key_expired")
+
+
+def stale_key_calls(
+    session: Session,
+    actor: Actor,
+    org_id: str,
+    data_dir: Path,
+    *,
+    since: datetime | date | None = None,
+    until: datetime | date | None = None,
+) -> pd.DataFrame:
+    """Return the keys still called after they were revoked or expired, with their owners.
+
+    Columns: key_id, name, masked, status, owner (the creator's email), revoked_at,
+    expires_at, calls, revoked_calls, expired_calls, clients, first_call, last_call; most
+    calls first. Tell each owner to update the client that still sends the key. Raise
+    PermissionDenied without usage.read.
+    """
+    lo, hi = check_range(since, until)
+    now = resolve(hi)
+    con = cursor()
+    con.register("keys", _key_table(session, org_id, actor, now))
+    params: dict[str, Any] = {"stale": list(STALE_CODES)}
+    cte = usage_cte(con, data_dir, org_id, lo, hi, params)
+    sql = f"""
+        WITH {cte},
+        s AS (
+            SELECT key_id, count(*) AS calls,
+                   count(*) FILTER (WHERE code = 'key_revoked') AS revoked_calls,
+                   count(*) FILTER (WHERE code = 'key_expired') AS expired_calls,
+                   count(DISTINCT client) AS clients, min(ts) AS first_call, max(ts) AS last_call
+            FROM u WHERE key_id IS NOT NULL AND list_contains($stale, code)
+            GROUP BY key_id
+        )
+        SELECT s.key_id, k.name, k.masked, k.status, k.created_by AS owner, k.revoked_at,
+               k.expires_at, s.calls, s.revoked_calls, s.expired_calls, s.clients,
+               s.first_call, s.last_call
+        FROM s LEFT JOIN keys k USING (key_id)
+        ORDER BY s.calls DESC, s.key_id
+    """  # noqa: S608 (identifiers come from fixed lists; values are bound)
+    return frame(con, sql, params)

@@ -31,7 +31,7 @@ Bound = datetime | date | None
 LATENCY_GROUPS = ("key_id", "path", "method", "code", "day")
 PERCENTILES = (0.5, 0.9, 0.95, 0.99)
 LATENCY_COLUMNS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")
-ERROR_GROUPS = ("code", "status")
+ERROR_GROUPS = ("code", "status", "path", "method", "key_id")
 
 
 def calls_over_time(
@@ -46,7 +46,8 @@ def calls_over_time(
     """Return calls per time bucket: bucket (UTC start), calls, ok, errors, error_rate.
 
     `grain` is hour, day, week (ISO, Monday) or month. Buckets with no calls between the
-    first and the last (or the period's bounds, when given) appear with zero calls.
+    first and the last (or the period's bounds, when given) appear with zero calls and no
+    error rate (null: nothing failed, and nothing succeeded either).
     With `key_id`, only that key's calls. Raise ValidationError for an unknown grain or a
     reversed period.
     """
@@ -86,7 +87,7 @@ def calls_over_time(
         )
         SELECT g.bucket, coalesce(a.calls, 0) AS calls, coalesce(a.ok, 0) AS ok,
                coalesce(a.calls, 0) - coalesce(a.ok, 0) AS errors,
-               CASE WHEN coalesce(a.calls, 0) = 0 THEN 0.0
+               CASE WHEN coalesce(a.calls, 0) = 0 THEN NULL
                     ELSE (a.calls - a.ok) / a.calls END AS error_rate
         FROM grid g LEFT JOIN agg a USING (bucket)
         ORDER BY g.bucket
@@ -137,10 +138,11 @@ def error_rates(
     until: Bound = None,
     key_id: str | None = None,
 ) -> pd.DataFrame:
-    """Return calls per authentication result code (or per HTTP status): by, calls, share.
+    """Return calls per result code, HTTP status, path, method or key, with their errors.
 
-    `share` is the fraction of all the organization's calls in the period; rows are
-    ordered by calls. Raise ValidationError for another `by`.
+    Columns: the `by` column, calls, share (of all the organization's calls in the
+    period), errors (refused, or answered 4xx/5xx), error_rate, server_errors (accepted
+    and answered 5xx). Rows are ordered by calls. Raise ValidationError for another `by`.
     """
     if by not in ERROR_GROUPS:
         raise ValidationError(f"by must be one of {', '.join(ERROR_GROUPS)}", field="by")
@@ -150,7 +152,10 @@ def error_rates(
     cte = usage_cte(con, data_dir, org_id, lo, hi, params, key_id)
     sql = f"""
         WITH {cte}
-        SELECT {by}, count(*) AS calls, count(*) / sum(count(*)) OVER () AS share
+        SELECT {by}, count(*) AS calls, count(*) / sum(count(*)) OVER () AS share,
+               count(*) FILTER (WHERE NOT (code = 'valid' AND status < 400)) AS errors,
+               errors / count(*) AS error_rate,
+               count(*) FILTER (WHERE code = 'valid' AND status >= 500) AS server_errors
         FROM u GROUP BY {by}
         ORDER BY calls DESC, {by}
     """  # noqa: S608 (identifiers come from fixed lists; values are bound)
@@ -313,5 +318,44 @@ def key_usage(
         SELECT key_id, count(*) AS usage_count, max(ts) AS last_used_at
         FROM u WHERE key_id IS NOT NULL AND list_contains($counted, code)
         GROUP BY key_id ORDER BY key_id
+    """  # noqa: S608 (identifiers come from fixed lists; values are bound)
+    return frame(con, sql, params)
+
+
+UNATTRIBUTED_GROUPS = ("code", "client", "path")
+
+
+def unattributed_refusals(
+    data_dir: Path,
+    *,
+    by: str = "code",
+    since: Bound = None,
+    until: Bound = None,
+    limit: int = 20,
+) -> pd.DataFrame:
+    """Return refused calls that belong to no organization, grouped by code, client or path.
+
+    These are requests without a key, with a malformed one, or with a key no organization
+    holds (a look-alike, a guess, a key leaked from elsewhere): probing that no
+    organization's view shows. Columns: the `by` column, calls, clients, paths, first_at,
+    last_at; most calls first, at most `limit` rows. The operator's view: every record here
+    is outside any organization. Raise ValidationError for another `by` or `limit`.
+    """
+    if by not in UNATTRIBUTED_GROUPS:
+        allowed = ", ".join(UNATTRIBUTED_GROUPS)
+        raise ValidationError(f"by must be one of {allowed}", field="by")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+        raise ValidationError("limit must be a whole number, 1–10000", field="limit")
+    lo, hi = check_range(since, until)
+    con = cursor()
+    params: dict[str, Any] = {"limit": limit}
+    cte = usage_cte(con, data_dir, None, lo, hi, params, unattributed=True)
+    sql = f"""
+        WITH {cte}
+        SELECT {by}, count(*) AS calls, count(DISTINCT client) AS clients,
+               count(DISTINCT path) AS paths, min(ts) AS first_at, max(ts) AS last_at
+        FROM u GROUP BY {by}
+        ORDER BY calls DESC, {by}
+        LIMIT $limit
     """  # noqa: S608 (identifiers come from fixed lists; values are bound)
     return frame(con, sql, params)

@@ -1,4 +1,4 @@
-"""The audit log: one hash chain of events per organization."""
+"""The audit log: one keyed hash chain of events per organization, and signed checkpoints."""
 
 from __future__ import annotations
 
@@ -33,3 +33,25 @@ class AuditEvent(Base):
     details: Mapped[dict[str, Any]]
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # The audit key whose chain key made `hash` (HMAC-SHA256); None for the unkeyed
+    # SHA-256 events written before chains were keyed.
+    key_id: Mapped[str | None] = mapped_column(String(16))
+
+
+class AuditCheckpoint(Base):
+    """A signed statement that an organization's chain had `head` at event `seq`."""
+
+    __tablename__ = "audit_checkpoints"
+    __table_args__ = (UniqueConstraint("org_id", "n"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    n: Mapped[int]  # 1, 2, … per organization
+    seq: Mapped[int]
+    head: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[datetime]
+    prev: Mapped[str] = mapped_column(String(64))  # digest of checkpoint n - 1
+    key_id: Mapped[str] = mapped_column(String(16))
+    signature: Mapped[str] = mapped_column(String(100))

@@ -1,48 +1,163 @@
-"""Audit exports beyond CSV and JSON Lines: Parquet for analysts, a PDF report for reviewers.
+"""Audit exports (CSV, JSON Lines, Parquet, PDF) with their provenance and signed manifest.
 
-The PDF states the organization, the period and filters, who generated it and when, the
-hash-chain verification result, a summary by action and by actor with a bar chart, and
-every matching event in a table that repeats its header on each page. Every export is
-written aside and renamed, so a failure leaves no partial file.
+`export` verifies the organization's chain (refusing a broken one unless `allow_broken`),
+seals its head in a signed checkpoint, writes the file with its provenance inside and a
+signed manifest beside it (`core.audit.exports`), and records `audit.exported` with the
+filters and the file's SHA-256 — all in the caller's transaction. Files are written aside
+and renamed, so a failure leaves no partial file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections import Counter
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-from fpdf import FPDF
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.audit import exports, pdf
 from core.audit import service as audit
+from core.audit.canonical import timestamp
+from core.audit.errors import ChainBroken
+from core.audit.exports import PARQUET_SCHEMA, manifest_path
+from core.audit.keyring import keyring_for
 from core.clock import resolve
 from core.errors import ValidationError
-from core.orgs.models import Organization
+from core.events import EventType
+from core.keys.models import ApiKey
+from core.orgs.models import Organization, User
 from core.orgs.permissions import Actor, Permission, check
+from core.webhooks.models import WebhookEndpoint
 
 FORMATS = ("csv", "jsonl", "parquet", "pdf")
+MIME = {
+    "csv": "text/csv",
+    "jsonl": "application/x-ndjson",
+    "parquet": "application/vnd.apache.parquet",
+    "pdf": "application/pdf",
+}
+__all__ = ["FORMATS", "MIME", "PARQUET_SCHEMA", "ExportBytes", "ExportResult", "export"]
 
-PARQUET_SCHEMA = pa.schema(
-    [
-        ("seq", pa.int64()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("actor_type", pa.string()),
-        ("actor_id", pa.string()),
-        ("actor_email", pa.string()),
-        ("action", pa.string()),
-        ("target_type", pa.string()),
-        ("target_id", pa.string()),
-        ("details", pa.string()),  # JSON text, keys sorted
-        ("prev_hash", pa.string()),
-        ("hash", pa.string()),
-    ]
-)
+
+@dataclass(frozen=True)
+class ExportResult:
+    events: int
+    path: Path
+    manifest: Path
+    sha256: str
+    chain: audit.ChainReport
+
+
+@dataclass(frozen=True)
+class ExportBytes:
+    content: bytes
+    manifest: bytes
+    events: int
+    chain: audit.ChainReport
+
+
+def period_text(filters: audit.AuditFilter, rows: Sequence[dict[str, Any]], now: datetime) -> str:
+    """Return the period as dates, first and last day included (UTC).
+
+    An open start is the first exported event's day (or the generation day when nothing
+    matched); an open end is the generation day.
+    """
+    if filters.since is not None:
+        first = f"{filters.since:%Y-%m-%d}"
+    elif rows:
+        first = str(rows[0]["ts"])[:10]
+    else:
+        first = f"{now:%Y-%m-%d}"
+    last = (
+        f"{filters.until - timedelta(microseconds=1):%Y-%m-%d}"
+        if filters.until is not None
+        else f"{now:%Y-%m-%d}"
+    )
+    return f"{first} to {last} (UTC)"
+
+
+def _filters_dict(filters: audit.AuditFilter) -> dict[str, Any]:
+    return {
+        "since": timestamp(filters.since) if filters.since else None,
+        "until": timestamp(filters.until) if filters.until else None,
+        "actor": filters.actor_email,
+        "action": filters.action,
+    }
+
+
+def _provenance(
+    org: Organization,
+    filters: audit.AuditFilter,
+    actor: Actor,
+    now: datetime,
+    fmt: str,
+    rows: Sequence[dict[str, Any]],
+    chain: audit.ChainReport,
+    checkpoint: int | None,
+    key_id: str,
+) -> dict[str, Any]:
+    return {
+        "organization": {"id": org.id, "name": org.name},
+        "period": {
+            "since": timestamp(filters.since) if filters.since else None,
+            "until": timestamp(filters.until) if filters.until else None,
+            "text": period_text(filters, rows, now),
+        },
+        "filters": _filters_dict(filters),
+        "generated_at": timestamp(now),
+        "generated_by": actor.email or actor.type,
+        "format": fmt,
+        "events": len(rows),
+        "chain": {
+            "verified": chain.ok,
+            "result": chain.describe(),
+            "first_bad_seq": chain.first_bad_seq,
+            "head_seq": chain.head_seq if chain.ok else org.audit_seq,
+            "head": chain.head if chain.ok else org.audit_head,
+            "checkpoint": checkpoint,
+            "key_id": key_id,
+        },
+    }
+
+
+def target_names(
+    session: Session, org_id: str, rows: Sequence[dict[str, Any]]
+) -> dict[tuple[str, str], str]:
+    """Return {(target_type, target_id): a name people read} for the rows' targets."""
+    ids: dict[str, set[str]] = {}
+    for r in rows:
+        key = pdf.target_key(r)
+        if key:
+            ids.setdefault(key[0], set()).add(key[1])
+    names: dict[tuple[str, str], str] = {}
+    if ids.get("api_key"):
+        for api_key in session.execute(
+            select(ApiKey).where(ApiKey.org_id == org_id, ApiKey.id.in_(ids["api_key"]))
+        ).scalars():
+            names[("api_key", api_key.id)] = f"{api_key.name} ({api_key.masked})"
+    if ids.get("user"):
+        for uid, email in session.execute(
+            select(User.id, User.email).where(User.id.in_(ids["user"]))
+        ):
+            names[("user", uid)] = email
+    if ids.get("webhook_endpoint"):
+        for eid, url in session.execute(
+            select(WebhookEndpoint.id, WebhookEndpoint.url).where(
+                WebhookEndpoint.org_id == org_id, WebhookEndpoint.id.in_(ids["webhook_endpoint"])
+            )
+        ):
+            names[("webhook_endpoint", eid)] = url
+    for oid in ids.get("org", ()):
+        org = session.get(Organization, oid)
+        if org is not None and org.id == org_id:
+            names[("org", oid)] = org.name
+    return names
 
 
 def export(
@@ -54,267 +169,77 @@ def export(
     filters: audit.AuditFilter | None = None,
     *,
     now: datetime | None = None,
-) -> int:
-    """Write the organization's filtered audit log to `path` as csv, jsonl, parquet or pdf.
+    allow_broken: bool = False,
+) -> ExportResult:
+    """Write the filtered audit log to `path` with its signed manifest; return what was written.
 
-    Return the number of events written. Raise PermissionDenied without audit.export,
-    ValidationError for an unknown format or a missing directory.
+    Runs in the caller's write transaction (it seals the head and records audit.exported).
+    Raise PermissionDenied without audit.export, ValidationError for an unknown format, a
+    missing directory or a filter naming an unknown action or actor, ChainBroken when the
+    chain fails verification and `allow_broken` is not set.
     """
-    if fmt in audit.EXPORT_FORMATS:
-        return audit.export_events(session, org_id, actor, fmt, path, filters)
+    check(session, org_id, actor, Permission.AUDIT_EXPORT)
     if fmt not in FORMATS:
         raise ValidationError(f"format must be one of {', '.join(FORMATS)}", field="format")
-    if fmt == "pdf":
-        return export_pdf(session, org_id, actor, path, filters, now=now)
-    return export_parquet(session, org_id, actor, path, filters)
-
-
-def _prepare(session: Session, org_id: str, actor: Actor, path: Path) -> Path:
-    check(session, org_id, actor, Permission.AUDIT_EXPORT)
     path = Path(path)
     if not path.parent.is_dir():
         raise ValidationError(f"directory {path.parent} does not exist", field="out")
-    return path
-
-
-def _write_aside(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def export_parquet(
-    session: Session,
-    org_id: str,
-    actor: Actor,
-    path: Path,
-    filters: audit.AuditFilter | None = None,
-) -> int:
-    """Write the filtered events as one Parquet file (PARQUET_SCHEMA); return their number.
-
-    Raise PermissionDenied without audit.export, ValidationError for a missing directory.
-    """
-    path = _prepare(session, org_id, actor, path)
-    events = audit.list_events(session, org_id, actor, filters)
-    rows = [{**audit.event_row(e), "ts": e.ts.astimezone(UTC)} for e in events]
-    table = pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA)
-    _write_aside(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
-    return len(rows)
-
-
-def _latin(text: object) -> str:
-    """Return text the PDF's built-in fonts can show (Latin-1; others become '?')."""
-    value = "" if text is None else str(text)
-    value = value.replace("…", "...").replace("–", "-").replace("—", "-")
-    return value.encode("latin-1", "replace").decode("latin-1")
-
-
-def period_text(filters: audit.AuditFilter) -> str:
-    """Return the period of `filters` as people read it: first and last day included."""
-    since = f"{filters.since:%Y-%m-%d}" if filters.since else "the first event"
-    if filters.until:
-        last = filters.until - timedelta(microseconds=1)
-        until = f"{last:%Y-%m-%d}"
-    else:
-        until = "the last event"
-    return f"{since} to {until} (UTC)"
-
-
-class _Report(FPDF):
-    title_text = ""
-
-    def header(self) -> None:
-        self.set_font("Helvetica", "B", 9)
-        self.set_text_color(90, 90, 90)
-        self.cell(0, 6, _latin(self.title_text), new_x="LMARGIN", new_y="NEXT")
-        self.set_text_color(0, 0, 0)
-        self.ln(2)
-
-    def footer(self) -> None:
-        self.set_y(-12)
-        self.set_font("Helvetica", "", 8)
-        self.set_text_color(90, 90, 90)
-        self.cell(0, 6, f"Page {self.page_no()} of {{nb}}", align="C")
-        self.set_text_color(0, 0, 0)
-
-
-def export_pdf(
-    session: Session,
-    org_id: str,
-    actor: Actor,
-    path: Path,
-    filters: audit.AuditFilter | None = None,
-    *,
-    now: datetime | None = None,
-) -> int:
-    """Write a PDF audit report of the filtered events; return their number.
-
-    The chain is verified over the organization's whole log, whatever the filters.
-    Raise PermissionDenied without audit.export, ValidationError for a missing directory.
-    """
-    path = _prepare(session, org_id, actor, path)
-    filters = filters or audit.AuditFilter()
+    filters = audit.validate_filters(session, org_id, actor, filters or audit.AuditFilter())
     now = resolve(now)
+    keyring = keyring_for(session)
+    chain = audit.verify_chain(session, org_id, actor, keyring=keyring)
+    if not chain.ok and not allow_broken:
+        raise ChainBroken(chain.describe(), chain.first_bad_seq)
+    checkpoint = None
+    if chain.ok:
+        sealed = audit.seal(session, org_id, now=now)
+        latest = sealed or audit.checkpoints.latest(session, org_id)
+        checkpoint = latest.n if latest else None
     org = session.get(Organization, org_id)
     assert org is not None
-    chain = audit.verify_chain(session, org_id, actor)
-    events = [audit.event_row(e) for e in audit.list_events(session, org_id, actor, filters)]
-    pdf = _Report(orientation="P", unit="mm", format="A4")
-    pdf.title_text = f"Audit log report - {org.name}"
-    pdf.set_auto_page_break(auto=True, margin=16)
-    pdf.set_title(f"Audit log report: {_latin(org.name)}")
-    pdf.set_author("Integration Settings")
-    pdf.add_page()
-    pdf.set_font("Helvetica", "B", 18)
-    pdf.cell(0, 10, "Audit log report", new_x="LMARGIN", new_y="NEXT")
-    pdf.ln(2)
-    facts = [
-        ("Organization", f"{org.name} ({org.id})"),
-        ("Period", period_text(filters)),
-        ("Actor filter", filters.actor_email or "all actors"),
-        ("Action filter", filters.action or "all actions"),
-        ("Events", f"{len(events)} events in this report"),
-        ("Generated", f"{now:%Y-%m-%d %H:%M:%S} UTC by {actor.email or actor.type}"),
-    ]
-    _facts(pdf, facts)
-    pdf.ln(3)
-    _section(pdf, "Hash chain verification")
-    pdf.set_font("Helvetica", "B", 10)
-    pdf.set_text_color(0, 110, 40) if chain.ok else pdf.set_text_color(180, 0, 0)
-    verdict = "INTACT" if chain.ok else "BROKEN"
-    pdf.multi_cell(0, 6, _latin(f"{verdict}: {chain.describe()}"), new_x="LMARGIN", new_y="NEXT")
-    pdf.set_text_color(0, 0, 0)
-    pdf.set_font("Helvetica", "", 8)
-    pdf.multi_cell(
-        0,
-        4.5,
-        "Each event's SHA-256 hash covers its fields and the previous event's hash; the "
-        "verification walks the organization's whole log, so an altered, removed or "
-        "reordered event is named above.",
-        new_x="LMARGIN",
-        new_y="NEXT",
+    rows = [audit.event_row(e) for e in audit.list_events(session, org_id, actor, filters)]
+    prov = _provenance(org, filters, actor, now, fmt, rows, chain, checkpoint, keyring.current.id)
+    mpath = manifest_path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        if fmt == "pdf":
+            pdf.render(
+                tmp,
+                provenance=prov,
+                rows=rows,
+                targets=target_names(session, org_id, rows),
+                manifest_name=mpath.name,
+            )
+        else:
+            {"csv": exports.write_csv, "jsonl": exports.write_jsonl,
+             "parquet": exports.write_parquet}[fmt](tmp, prov, rows)  # fmt: skip
+        manifest = exports.sign_manifest(tmp, fmt, prov, rows, keyring.current, name=path.name)
+        mtmp = mpath.with_name(f".{mpath.name}.partial")
+        try:
+            mtmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
+            tmp.replace(path)
+            mtmp.replace(mpath)
+        finally:
+            mtmp.unlink(missing_ok=True)
+    finally:
+        tmp.unlink(missing_ok=True)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    audit.record(
+        session,
+        org_id,
+        actor,
+        EventType.AUDIT_EXPORTED,
+        details={
+            "format": fmt,
+            "filters": _filters_dict(filters),
+            "events": len(rows),
+            "sha256": sha,
+            "chain_verified": chain.ok,
+            "allow_broken": bool(allow_broken),
+        },
+        now=now,
     )
-    pdf.ln(3)
-    by_action = Counter(e["action"] for e in events)
-    by_actor = Counter(e["actor_email"] or e["actor_type"] for e in events)
-    _section(pdf, "Events by action")
-    _bar_chart(pdf, by_action.most_common(12))
-    _section(pdf, "Summary by action")
-    _count_table(pdf, "Action", by_action.most_common())
-    _section(pdf, "Summary by actor")
-    _count_table(pdf, "Actor", by_actor.most_common())
-    pdf.add_page()
-    _section(pdf, f"Events ({len(events)})")
-    _event_table(pdf, events)
-    _write_aside(path, lambda tmp: pdf.output(str(tmp)))
-    return len(events)
-
-
-def _section(pdf: FPDF, title: str) -> None:
-    pdf.set_font("Helvetica", "B", 12)
-    pdf.cell(0, 8, _latin(title), new_x="LMARGIN", new_y="NEXT")
-
-
-def _facts(pdf: FPDF, facts: list[tuple[str, str]]) -> None:
-    for label, value in facts:
-        pdf.set_font("Helvetica", "B", 10)
-        pdf.cell(32, 6, _latin(label))
-        pdf.set_font("Helvetica", "", 10)
-        pdf.multi_cell(0, 6, _latin(value), new_x="LMARGIN", new_y="NEXT")
-
-
-def _count_table(pdf: FPDF, label: str, rows: list[tuple[str, int]]) -> None:
-    total = sum(n for _, n in rows) or 1
-    pdf.set_font("Helvetica", "B", 9)
-    pdf.set_fill_color(230, 230, 230)
-    pdf.cell(110, 6, label, border=1, fill=True)
-    pdf.cell(30, 6, "Events", border=1, fill=True, align="R")
-    pdf.cell(30, 6, "Share", border=1, fill=True, align="R", new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("Helvetica", "", 9)
-    for name, n in rows:
-        pdf.cell(110, 5.5, _latin(name)[:70], border=1)
-        pdf.cell(30, 5.5, str(n), border=1, align="R")
-        pdf.cell(30, 5.5, f"{100 * n / total:.1f} %", border=1, align="R")
-        pdf.ln(5.5)
-    pdf.ln(3)
-
-
-def _bar_chart(pdf: FPDF, rows: list[tuple[str, int]]) -> None:
-    if not rows:
-        pdf.set_font("Helvetica", "I", 9)
-        pdf.cell(0, 6, "No events match the filters.", new_x="LMARGIN", new_y="NEXT")
-        return
-    top = max(n for _, n in rows)
-    label_w, bar_w, h = 60.0, 100.0, 5.0
-    pdf.set_font("Helvetica", "", 8)
-    for name, n in rows:
-        if pdf.will_page_break(h + 1):
-            pdf.add_page()
-        x, y = pdf.l_margin, pdf.get_y()
-        pdf.set_xy(x, y)
-        pdf.cell(label_w, h, _latin(name)[:40], align="R")
-        pdf.set_fill_color(52, 101, 164)
-        pdf.rect(x + label_w + 2, y + 0.6, max(bar_w * n / top, 0.5), h - 1.2, style="F")
-        pdf.set_xy(x + label_w + 4 + bar_w * n / top, y)
-        pdf.cell(20, h, str(n))
-        pdf.set_xy(x, y + h + 0.8)
-    pdf.ln(3)
-
-
-EVENT_COLUMNS: list[tuple[str, str, float]] = [
-    ("seq", "#", 12),
-    ("ts", "Time (UTC)", 36),
-    ("actor", "Actor", 44),
-    ("action", "Action", 40),
-    ("target", "Target", 58),
-]
-
-
-def _event_header(pdf: FPDF) -> None:
-    pdf.set_font("Helvetica", "B", 8)
-    pdf.set_fill_color(230, 230, 230)
-    for _key, title, width in EVENT_COLUMNS:
-        pdf.cell(width, 6, title, border=1, fill=True)
-    pdf.ln(6)
-    pdf.set_font("Helvetica", "", 7.5)
-
-
-def _event_cells(event: dict[str, Any]) -> dict[str, str]:
-    ts = datetime.fromisoformat(event["ts"]).astimezone(UTC)
-    target = f"{event['target_type'] or ''} {event['target_id'] or ''}".strip()
-    details = json.loads(event["details"])
-    if not target and details.get("email"):
-        target = str(details["email"])
-    return {
-        "seq": str(event["seq"]),
-        "ts": f"{ts:%Y-%m-%d %H:%M:%S}",
-        "actor": event["actor_email"] or event["actor_type"],
-        "action": event["action"],
-        "target": target,
-    }
-
-
-def _event_table(pdf: FPDF, events: list[dict[str, Any]]) -> None:
-    if not events:
-        pdf.set_font("Helvetica", "I", 9)
-        pdf.cell(0, 6, "No events match the filters.", new_x="LMARGIN", new_y="NEXT")
-        return
-    _event_header(pdf)
-    row_h = 5.0
-    for event in events:
-        if pdf.will_page_break(row_h):
-            pdf.add_page()
-            _event_header(pdf)
-        cells = _event_cells(event)
-        for key, _title, width in EVENT_COLUMNS:
-            text = _latin(cells[key])
-            while text and pdf.get_string_width(text) > width - 2:
-                text = text[:-2] + "~"
-            pdf.cell(width, row_h, text, border=1)
-        pdf.ln(row_h)
+    return ExportResult(len(rows), path, mpath, sha, chain)
 
 
 def export_bytes(
@@ -325,14 +250,19 @@ def export_bytes(
     filters: audit.AuditFilter | None = None,
     *,
     now: datetime | None = None,
-) -> tuple[bytes, int]:
-    """Return (file content, event count) of an export, for a download button.
+    allow_broken: bool = False,
+    filename: str | None = None,
+) -> ExportBytes:
+    """Return an export's content and signed manifest, for a download button.
 
     Raise as `export` does.
     """
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="audit-export-") as tmp:
-        path = Path(tmp) / f"audit.{fmt if fmt in FORMATS else 'out'}"
-        n = export(session, org_id, actor, fmt, path, filters, now=now)
-        return path.read_bytes(), n
+        name = Path(filename).name if filename else f"audit.{fmt if fmt in FORMATS else 'out'}"
+        path = Path(tmp) / name
+        result = export(
+            session, org_id, actor, fmt, path, filters, now=now, allow_broken=allow_broken
+        )
+        return ExportBytes(
+            path.read_bytes(), result.manifest.read_bytes(), result.events, result.chain
+        )

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
+from core.analytics import usage_problems
 from core.cli._common import CommandError, add_json_flag, print_json, print_table, settings
 from core.usage import compact
+from core.usage.schema import usage_root
 
 
 def register(sub: Any) -> None:
@@ -41,8 +46,28 @@ def cmd_compact(args: argparse.Namespace) -> int:
     return 0
 
 
+def _day_stats(data_dir: Path, unreadable: set[str]) -> list[dict[str, object]]:
+    """Files, records and bytes per day, leaving out (but counting) unreadable files."""
+    days: dict[str, dict[str, Any]] = {}
+    for path in sorted(usage_root(data_dir).glob("date=*/*.parquet")):
+        day = days.setdefault(
+            path.parent.name.removeprefix("date="),
+            {"files": 0, "records": 0, "bytes": 0, "unreadable": 0},
+        )
+        if str(path) in unreadable:
+            day["unreadable"] += 1
+            continue
+        day["files"] += 1
+        day["records"] += pq.read_metadata(path).num_rows
+        day["bytes"] += path.stat().st_size
+    return [{"day": d, **v} for d, v in days.items()]
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
-    out: dict[str, Any] = {"days": compact.day_stats(settings().data_dir)}
+    data_dir = settings().data_dir
+    problems = usage_problems(data_dir)
+    bad = {p["path"] for p in problems}
+    out: dict[str, Any] = {"days": _day_stats(data_dir, bad), "unreadable": problems}
     if args.server:
         import httpx
 
@@ -57,9 +82,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print_json(out)
         return 0
     if out["days"]:
-        print_table(out["days"], ["day", "files", "records", "bytes"])
+        print_table(out["days"], ["day", "files", "records", "bytes", "unreadable"])
     else:
         print("the usage log is empty")
+    for p in problems:
+        print(f"unreadable, skipped by every report: {p['path']} ({p['problem']})")
     if out.get("server"):
         s = out["server"]
         print(

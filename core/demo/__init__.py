@@ -20,6 +20,7 @@ from datetime import time as dtime
 from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from core.audit import keyring as audit_keyring
 from core.clock import resolve
 from core.config import Settings
 from core.db import UTCDateTime
@@ -120,6 +121,8 @@ def build_demo(
             )
     rnd = random.Random(opts.seed)
     pepper = settings.pepper
+    # Chains are keyed with these settings' audit key, whatever the environment says.
+    audit_keyring.bind(engine, audit_keyring.AuditKeyring.from_settings(settings))
     plans: list[KeyPlan] = []
     audit_events = 0
     admins = []
