@@ -376,6 +376,18 @@ def test_the_session_lives_in_an_http_only_cookie_in_chromium(stack: Stack) -> N
             expect(fresh.get_by_role("button", name="Sign in")).to_be_visible()
             expect(fresh.get_by_role("heading", name="Acme", exact=True)).to_have_count(0)
 
+            # A member's key named like a phishing link renders as text in the revoke dialog.
+            hostile = "![p](http://attacker.example/px.png) [Verify](http://attacker.example/ph)"
+            _cli(stack, "keys", "create", "--org", "Acme", "--name", hostile, "--expires", "30",
+                 "--by", "ann@acme.example")  # fmt: skip
+            page.get_by_test_id("stSidebarNav").get_by_text("API Keys", exact=True).click()
+            page.get_by_role("button", name="Revoke").click()
+            dialog = page.get_by_role("dialog")
+            expect(dialog).to_contain_text("[Verify](http")
+            expect(dialog.locator("img[src*='attacker'], a[href*='attacker']")).to_have_count(0)
+            expect(page.locator("img[src*='attacker'], a[href*='attacker']")).to_have_count(0)
+            dialog.get_by_role("button", name="Cancel").click()
+
             page.get_by_role("button", name="Sign out").click()
             expect(page.get_by_text("You have signed out.")).to_be_visible()
             replay = browser.new_context()

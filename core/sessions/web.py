@@ -89,7 +89,7 @@ def content_security_policy(script_hashes: Sequence[str] = ()) -> str:
     images only from the site, data: and blob: URLs, so a Markdown image can never
     reach another host; no framing by any site; forms post only to the site.
     """
-    scripts = " ".join(["'self'", *script_hashes, "'unsafe-eval'"])
+    scripts = " ".join(["'self'", *script_hashes])
     return "; ".join(
         [
             "default-src 'self'",
