@@ -46,5 +46,7 @@ if st.button("Sign out everywhere", key="sign_out_everywhere"):
         with ctx.session() as s, s.begin():
             sessions.sign_out_everywhere(s, ctx.user.user_id)
         st.session_state[_ui.SIGNED_OUT_KEY] = _ui.browser().session_token
-        st.session_state[_ui.NOTICE_KEY] = "You have signed out everywhere."
-        st.rerun()
+        st.info("You have signed out everywhere.")
+        _ui.forget_cookie()
+        st.link_button("Sign in again", _ui.route("/"))
+        st.stop()

@@ -16,6 +16,7 @@ from core.orgs import invitations, tokens, users
 from core.orgs import service as orgs
 from core.orgs.models import Invitation
 from core.orgs.permissions import Actor, Permission, require
+from core.sessions import service as sessions
 from tests.factories import PASSWORD, make_org
 
 NEW_PASSWORD = "vic-own-passphrase-7"
@@ -162,8 +163,12 @@ def test_an_existing_account_accepts_only_when_signed_in_as_itself(
         invitations.accept_new_account(session, issued.token, "attacker-chosen-pw9", now=now)
     with _tx(session), pytest.raises(Conflict, match="sign in with that account"):
         invitations.accept_signed_in(session, issued.token, globex.admin.user_id or "", now=now)
+    with _tx(session):  # a session opened before joining: a new privilege ends it
+        before, _ = sessions.open_session(session, globex.member.user_id or "", now=now)
     with _tx(session):
         invitations.accept_signed_in(session, issued.token, globex.member.user_id or "", now=now)
+    assert sessions.resume(session, before, now=now) is None
+    with _tx(session):
         user = users.user_by_email(session, globex.member.email or "")
         assert users.password_matches(user, PASSWORD)  # untouched
         roles = {o.name: r for o, r in orgs.memberships_of(session, user.id)}
