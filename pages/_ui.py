@@ -193,9 +193,10 @@ NOTICE_KEY = "_signin_notice"
 SIGNED_OUT_KEY = "_signed_out"  # the session this tab ended: its cookie is dead, not "expired"
 _MARKDOWN_SPECIALS = re.compile(r"([" + re.escape(string.punctuation) + r"])")
 _AUTOLINK_PARTS = {":": "&#58;", "@": "&#64;", ".": "&#46;"}
-# Bare URLs and emails become links after Markdown is parsed (GitHub's autolink extension
-# runs on the decoded text), so a word joiner (U+2060, invisible) breaks what it looks for.
-_AUTOLINK_STARTS = re.compile(r"(?i)(@|://|www(?=\.))")
+# Bare URLs become links after Markdown is parsed (GitHub's autolink extension runs on the
+# decoded text), so a word joiner (U+2060, invisible) breaks what it looks for. An email
+# may still become a mailto: link, which opens nothing by itself.
+_AUTOLINK_STARTS = re.compile(r"(?i)(://|www(?=\.))")
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -206,9 +207,8 @@ def _escape(match: re.Match[str]) -> str:
 def text(value: object) -> str:
     """Return text a person typed, escaped for every place Streamlit reads Markdown (body,
     captions, alerts, toasts, dialog titles, labels): ASCII punctuation gets a backslash
-    (`:`, `@` and `.` become character references) and bare URLs and emails get an
-    invisible word joiner, so links, images, HTML, `:color[…]` directives and `$math$`
-    stay text."""
+    (`:`, `@` and `.` become character references) and bare URLs get an invisible word
+    joiner, so links, images, HTML, `:color[…]` directives and `$math$` stay text."""
     joined = _AUTOLINK_STARTS.sub(lambda m: m.group(1) + "\u2060", str(value))
     return _MARKDOWN_SPECIALS.sub(_escape, joined)
 

@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+EXPECT_TIMEOUT = 20_000  # ms: a sign-in is an argon2 check, a redirect and a page load
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts" / "console"
@@ -153,6 +154,7 @@ def _whoami(api: str, key: str) -> httpx.Response:
 def test_console_end_to_end_in_chromium(stack: Stack) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=EXPECT_TIMEOUT)
     ui, api = stack
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
@@ -317,6 +319,9 @@ def test_console_end_to_end_in_chromium(stack: Stack) -> None:
 
 
 def _launch(p):  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT)
     return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
