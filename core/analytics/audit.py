@@ -167,10 +167,10 @@ def signin_failures(
     if by == "email":
         sql = f"""
             WITH {base},
-            hourly AS (SELECT email, date_trunc('hour', ts) AS hour, sum(n) AS n
+            hourly AS (SELECT email, date_trunc('hour', ts) AS hour, CAST(sum(n) AS BIGINT) AS n
                        FROM f GROUP BY ALL)
-            SELECT f.email, sum(f.n) AS failures,
-                   coalesce(sum(f.n) FILTER (WHERE locked), 0) AS while_locked,
+            SELECT f.email, CAST(sum(f.n) AS BIGINT) AS failures,
+                   CAST(coalesce(sum(f.n) FILTER (WHERE locked), 0) AS BIGINT) AS while_locked,
                    min(ts) AS first_at, max(ts) AS last_at,
                    (SELECT max(n) FROM hourly h WHERE h.email = f.email) AS peak_hour
             FROM f GROUP BY f.email ORDER BY failures DESC, f.email
@@ -178,7 +178,7 @@ def signin_failures(
     else:
         sql = f"""
             WITH {base}
-            SELECT CAST(ts AS DATE) AS day, sum(n) AS failures,
+            SELECT CAST(ts AS DATE) AS day, CAST(sum(n) AS BIGINT) AS failures,
                    count(DISTINCT email) AS emails
             FROM f GROUP BY ALL ORDER BY day
         """  # noqa: S608 (identifiers come from fixed lists; values are bound)
