@@ -3,6 +3,7 @@ reported cross-tenant takeover, end to end through the command line."""
 
 from __future__ import annotations
 
+import email
 import io
 import json
 import sys
@@ -258,3 +259,48 @@ def test_the_reported_takeover_is_impossible_end_to_end(
     with Session(engine) as s:
         roles = {o.name: r for o, r in orgs.memberships_of(s, vic_id)}
     assert roles == {"Acme": "admin"}
+
+
+def test_invitations_and_reset_links_are_emailed_when_smtp_is_configured(
+    cli: None, session: Session, capsys, monkeypatch
+) -> None:
+    from tests.test_alerts import SmtpSink
+
+    make_org(session)
+    with SmtpSink() as sink:
+        monkeypatch.setenv("INTEGRATION_SMTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("INTEGRATION_SMTP_PORT", str(sink.port))
+        monkeypatch.setenv("INTEGRATION_SMTP_STARTTLS", "0")
+        monkeypatch.setenv("INTEGRATION_SMTP_FROM", "console@acme.test")
+        _, out, err = run(
+            capsys, monkeypatch, "users", "add", "--org", "Acme", "--email", "vic@acme.test",
+            "--role", "member", "--by", "admin@acme.test", "--json",
+        )  # fmt: skip
+        invite = json.loads(out)
+        _, out, err = run(
+            capsys, monkeypatch, "users", "reset-link", "member@acme.test", "--json",
+        )  # fmt: skip
+        reset = json.loads(out)
+    assert invite["emailed"] and reset["emailed"], err
+    (to_vic, invite_raw), (to_member, reset_raw) = sink.messages
+    assert to_vic == ["vic@acme.test"] and to_member == ["member@acme.test"]
+    invite_mail, reset_mail = (
+        email.message_from_string(raw).get_payload(decode=True).decode()
+        for raw in (invite_raw, reset_raw)
+    )
+    assert invite["invite_url"] in invite_mail and "join Acme" in invite_mail
+    assert reset["reset_url"] in reset_mail
+
+
+def test_a_failing_mail_server_still_prints_the_link(
+    cli: None, session: Session, capsys, monkeypatch
+) -> None:
+    make_org(session)
+    monkeypatch.setenv("INTEGRATION_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("INTEGRATION_SMTP_PORT", "9")  # nothing listens
+    code, out, err = run(
+        capsys, monkeypatch, "users", "add", "--org", "Acme", "--email", "vic@acme.test",
+        "--role", "member", "--by", "admin@acme.test", "--json",
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["emailed"] is False
+    assert "could not be sent" in err
