@@ -7,6 +7,7 @@ import streamlit as st
 from core.errors import ValidationError
 from core.orgs import users
 from core.sessions import service as sessions
+from core.sessions import signin
 from core.validation import PASSWORD_RULES
 from pages import _ui
 
@@ -32,6 +33,9 @@ if submitted:
     with _ui.guarded():
         if new != repeat:
             raise ValidationError("The two passwords do not match.")
+        with ctx.session() as s, s.begin():
+            checked = signin.check_password(s, ctx.user.user_id, current, _ui.browser().client)
+        checked.result()  # throttled and audited like a sign-in
         with ctx.session() as s, s.begin():
             users.change_password(s, ctx.user.user_id, current, new)
         _ui.hand_off(ctx.user.user_id, "/account")

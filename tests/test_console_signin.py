@@ -431,3 +431,29 @@ def test_a_role_change_ends_the_persons_sessions(session: Session, now: datetime
     with _tx(session):
         orgs.change_role(session, org.id, org.admin, org.member.user_id or "", "auditor", now=now)
     assert sessions.resume(session, token, policy=POLICY, now=now) is None
+
+
+def test_checking_the_current_password_is_throttled_like_a_sign_in(
+    session: Session, now: datetime
+) -> None:
+    org = make_org(session, now=now)
+    uid = org.member.user_id or ""
+    for i in range(signin.ACCOUNT_ADDRESS_FREE + 1):  # a stolen session guessing
+        with _tx(session):
+            outcome = signin.check_password(session, uid, f"guess-{i}-xxxxxx", ATTACKER, now=now)
+        assert outcome.error is not None
+        assert outcome.error.message == "The current password is not correct."
+    with _tx(session):  # now throttled at that address: even the right one is not checked
+        assert signin.check_password(session, uid, PASSWORD, ATTACKER, now=now).error
+    with _tx(session):
+        assert signin.check_password(session, uid, PASSWORD, OWNER, now=now).error is None
+        signin.close_bursts(session, now=now + signin.BURST_WINDOW)
+    (event,) = _failed_events(session, org.id)
+    assert event.details["count"] == signin.ACCOUNT_ADDRESS_FREE + 2
+    session.rollback()
+    succeeded = session.execute(
+        select(func.count())
+        .select_from(AuditEvent)
+        .where(AuditEvent.org_id == org.id, AuditEvent.action == "auth.signin_succeeded")
+    ).scalar_one()
+    assert succeeded == 0  # a password check is not a sign-in

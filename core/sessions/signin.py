@@ -239,7 +239,39 @@ def sign_in(
     a session); on failure its error is AuthenticationFailed with one message for every
     reason.
     """
-    now = resolve(now)
+    return _attempt(session, email, password, client, resolve(now), signing_in=True)
+
+
+def check_password(
+    session: Session,
+    user_id: str,
+    password: str,
+    client: Client,
+    *,
+    now: datetime | None = None,
+) -> SignInOutcome:
+    """Check a signed-in person's current password again (before they change it), under
+    the same throttling and burst audit as a sign-in, so a stolen session cannot guess it
+    faster; a success is not a sign-in and writes no event. Return the outcome."""
+    user = session.get(User, user_id)
+    outcome = _attempt(
+        session, user.email if user else "", password, client, resolve(now), signing_in=False
+    )
+    if outcome.error is None:
+        return outcome
+    wrong = AuthenticationFailed("The current password is not correct.")
+    return SignInOutcome(None, wrong, outcome.delay)
+
+
+def _attempt(
+    session: Session,
+    email: str,
+    password: str,
+    client: Client,
+    now: datetime,
+    *,
+    signing_in: bool,
+) -> SignInOutcome:
     address = (email or "").strip().lower()[:254]
     password = password if isinstance(password, str) else ""
     close_bursts(session, now=now)
@@ -269,14 +301,15 @@ def sign_in(
             select(SigninBurst).where(SigninBurst.user_id == user.id).with_for_update()
         ).scalars():
             _close_burst(session, burst, now)
-        users.record_for_person(
-            session,
-            user,
-            Actor.user(user.id, user.email),
-            EventType.SIGNIN_SUCCEEDED,
-            {"client_address": client.address, "user_agent": client.user_agent},
-            now=now,
-        )
+        if signing_in:
+            users.record_for_person(
+                session,
+                user,
+                Actor.user(user.id, user.email),
+                EventType.SIGNIN_SUCCEEDED,
+                {"client_address": client.address, "user_agent": client.user_agent},
+                now=now,
+            )
         session.flush()
         return SignInOutcome(SignedIn(user.id, user.email, user.display_name), None, delay)
     if not throttled:  # a throttled attempt counts in the audit, not in the waits
