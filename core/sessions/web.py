@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
@@ -249,17 +250,13 @@ class ConsoleRoutes:
         if form is None:
             return self._refuse("Refused: malformed request.", 400)
         binding = request.cookies.get(BINDING_COOKIE)
-        from starlette.concurrency import run_in_threadpool
-
         try:
             token, _who, next_path = await run_in_threadpool(
                 self._redeem, form.get("handoff"), binding
             )
         except AuthenticationFailed as exc:
-            back = RedirectResponse(self.base_path + "/", status_code=303)
-            back.headers["Cache-Control"] = "no-store"
             response = self._refuse(exc.message + " Return to the console to sign in.", 400)
-            response.headers["Refresh"] = f"3; url={back.headers['location']}"
+            response.headers["Refresh"] = f"3; url={self.base_path}/"
             return response
         response = RedirectResponse(self.base_path + next_path, status_code=303)
         response.headers["Cache-Control"] = "no-store"
@@ -289,8 +286,6 @@ class ConsoleRoutes:
     async def signout(self, request: Request) -> Response:
         if not self._same_origin(request):
             return self._refuse("Refused: this request did not come from the console's own page.")
-        from starlette.concurrency import run_in_threadpool
-
         await run_in_threadpool(self._sign_out, request.cookies.get(SESSION_COOKIE))
         response = Response(status_code=204, headers={"Cache-Control": "no-store"})
         response.headers.append(
