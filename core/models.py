@@ -3,8 +3,14 @@
 from core.alerts.models import Alert
 from core.audit.models import AuditCheckpoint, AuditEvent
 from core.keys.models import ApiKey, KeyChange
-from core.orgs.models import Membership, Organization, User
-from core.sessions.models import ConsoleSession
+from core.orgs.models import Invitation, Membership, Organization, PasswordReset, User
+from core.sessions.models import (
+    ConsoleSession,
+    Handoff,
+    SetupToken,
+    SigninBurst,
+    SigninThrottle,
+)
 from core.webhooks.models import WebhookAttempt, WebhookEndpoint, WebhookMessage
 
 __all__ = [
@@ -13,9 +19,15 @@ __all__ = [
     "AuditCheckpoint",
     "AuditEvent",
     "ConsoleSession",
+    "Handoff",
+    "Invitation",
     "KeyChange",
     "Membership",
     "Organization",
+    "PasswordReset",
+    "SetupToken",
+    "SigninBurst",
+    "SigninThrottle",
     "User",
     "WebhookAttempt",
     "WebhookEndpoint",

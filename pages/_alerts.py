@@ -102,7 +102,7 @@ def banner(ctx: _ui.Context) -> None:
         return
     for alert in found[:3]:
         show = st.error if alert.severity == "error" else st.warning
-        show(alert.message, icon="🚨" if alert.severity == "error" else "⏰")
+        show(_ui.text(alert.message), icon="🚨" if alert.severity == "error" else "⏰")
     if len(found) > 3:
         st.caption(f"…and {len(found) - 3} more alerts. See the Dashboard.")
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
+import re
+import string
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,7 +24,10 @@ from core.keys import service as keys
 from core.keys.service import KeyView
 from core.orgs import service as orgs
 from core.orgs.permissions import Actor, Permission, can
+from core.sessions import service as sessions
+from core.sessions import web
 from core.sessions.service import SignedIn
+from core.sessions.signin import Client
 
 log = logging.getLogger("console")
 
@@ -182,9 +188,93 @@ def header(title: str, caption: str) -> None:
     st.caption(caption)
 
 
-TOKEN_KEY = "_session_token"  # noqa: S105
 ORG_KEY = "_org_id"
 NOTICE_KEY = "_signin_notice"
+SIGNED_OUT_KEY = "_signed_out"  # the session this tab ended: its cookie is dead, not "expired"
+_MARKDOWN_SPECIALS = re.compile(r"([" + re.escape(string.punctuation) + r"])")
+_AUTOLINK_PARTS = {":": "&#58;", "@": "&#64;", ".": "&#46;"}
+# Bare URLs become links after Markdown is parsed (GitHub's autolink extension runs on the
+# decoded text), so a word joiner (U+2060, invisible) breaks what it looks for. An email
+# may still become a mailto: link, which opens nothing by itself.
+_AUTOLINK_STARTS = re.compile(r"(?i)(://|www(?=\.))")
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group(1)
+    return _AUTOLINK_PARTS.get(char) or "\\" + char
+
+
+def text(value: object) -> str:
+    """Return text a person typed, escaped for every place Streamlit reads Markdown (body,
+    captions, alerts, toasts, dialog titles, labels): ASCII punctuation gets a backslash
+    (`:`, `@` and `.` become character references) and bare URLs get an invisible word
+    joiner, so links, images, HTML, `:color[…]` directives and `$math$` stay text."""
+    joined = _AUTOLINK_STARTS.sub(lambda m: m.group(1) + "\u2060", str(value))
+    return _MARKDOWN_SPECIALS.sub(_escape, joined)
+
+
+@dataclass(frozen=True)
+class Browser:
+    """What this browser tab sent when it connected: its session cookie (HttpOnly: the
+    page's own scripts never see it), its binding cookie, and where it comes from."""
+
+    session_token: str | None
+    binding: str | None
+    client: Client
+
+
+def browser() -> Browser:
+    """Return the cookies and client of the connection this run serves."""
+    cookies = st.context.cookies
+    token = cookies.get(web.SESSION_COOKIE)
+    binding = cookies.get(web.BINDING_COOKIE)
+    agent = st.context.headers.get("User-Agent")
+    return Browser(
+        token if isinstance(token, str) else None,
+        binding if isinstance(binding, str) else None,
+        Client.of(st.context.ip_address or "local", agent),
+    )
+
+
+def route(path: str) -> str:
+    """Return the URL path of a console route under the configured base path."""
+    base = (st.get_option("server.baseUrlPath") or "").strip("/")
+    return f"/{base}{path}" if base else path
+
+
+def post_form(action: str, fields: dict[str, str], *, mode: str, label: str) -> None:
+    """Render a form the console's script posts at once (`mode` "navigate" follows the
+    answer; "fetch" stays on the page), with a button in case scripts are off. The values
+    travel in the POST body, never in a URL."""
+    inputs = "".join(
+        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+        for k, v in fields.items()
+    )
+    st.html(
+        f'<form method="post" action="{html.escape(route(action))}" '
+        f'data-console-post="{html.escape(mode)}">{inputs}'
+        f'<button type="submit">{html.escape(label)}</button></form>'
+        f'<script src="{html.escape(route(web.SCRIPT_PATH))}"></script>',
+        unsafe_allow_javascript=True,
+    )
+
+
+def hand_off(user_id: str, next_path: str = "/") -> None:
+    """Sign the browser in as `user_id`: issue a one-time handoff bound to this browser
+    and post it to the session route, which sets a new session cookie and opens
+    `next_path`. Raise ValidationError if the browser sent no binding cookie."""
+    _settings, engine = settings_and_engine()
+    binding = browser().binding
+    with Session(engine) as s, s.begin():
+        handoff = sessions.issue_handoff(s, user_id, binding or "", next_path=next_path)
+    st.info("Signing you in…")
+    post_form(web.SESSION_PATH, {"handoff": handoff}, mode="navigate", label="Continue")
+    st.stop()
+
+
+def forget_cookie() -> None:
+    """Ask the browser to drop its session cookie (the row is already deleted)."""
+    post_form(web.SIGNOUT_PATH, {}, mode="fetch", label="Sign out")
 
 
 def settings_and_engine() -> tuple[Settings, Engine]:

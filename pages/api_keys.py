@@ -76,19 +76,21 @@ def _create(name: str, expires: int | date) -> None:
                 expires=expires,
                 pepper=ctx.settings.pepper,
             )
-        st.success(f"API key **{new.name}** created; it expires {_ui.day(new.expires_at)}.")
+        st.success(
+            f"API key **{_ui.text(new.name)}** created; it expires {_ui.day(new.expires_at)}."
+        )
         st.code(new.key, language=None, wrap_lines=True)
         st.warning(
             "Copy this key now (the copy button is at the right of the box), then "
             "press Done. It will not be shown again.",
             icon="🔒",
         )
-        st.toast(f"API key '{new.name}' created", icon="✅")
+        st.toast(f"API key '{_ui.text(new.name)}' created", icon="✅")
 
 
 @st.dialog("Revoke API key", on_dismiss=_close)
 def revoke_dialog(view: KeyView) -> None:
-    st.markdown(f"Revoke **{view.name}** (`{view.masked}`)?")
+    st.markdown(f"Revoke **{_ui.text(view.name)}** (`{view.masked}`)?")
     st.warning("Requests with this key are refused at once. This cannot be undone.", icon="⚠️")
     reason = st.text_input("Reason (optional)", placeholder="e.g. leaked in a log", key="reason")
     left, right = st.columns(2)
@@ -99,7 +101,7 @@ def revoke_dialog(view: KeyView) -> None:
         with _ui.guarded():
             with ctx.session() as s, s.begin():
                 keys.revoke_key(s, ctx.actor, view.id, reason=reason)
-            st.toast(f"API key '{view.name}' revoked", icon="🛑")
+            st.toast(f"API key '{_ui.text(view.name)}' revoked", icon="🛑")
             _close()
             st.rerun()
 
@@ -134,7 +136,7 @@ def _roll(view: KeyView, grace: str) -> None:
         st.success(f"Rolled. The old key `{old.masked}` stops working {until}.")
         st.code(new.key, language=None, wrap_lines=True)
         st.warning("Copy the new key now. It will not be shown again.", icon="🔒")
-        st.toast(f"API key '{new.name}' rolled", icon="🔄")
+        st.toast(f"API key '{_ui.text(new.name)}' rolled", icon="🔄")
 
 
 def _filtered(views: list[KeyView], status: str, within: str, idle: bool) -> list[KeyView]:

@@ -11,7 +11,7 @@ from core.orgs.permissions import Permission
 from pages import _alerts, _ui
 
 ctx = _ui.context(Permission.KEYS_READ)
-_ui.header(f"{ctx.org_name}", "Your organization's integration at a glance.")
+_ui.header(_ui.text(ctx.org_name), "Your organization's integration at a glance.")
 
 views = _ui.key_views(ctx)
 counts = {status: 0 for status in KeyStatus}
@@ -57,10 +57,10 @@ if open_alerts is None:
 elif open_alerts:
     for alert in open_alerts[:10]:
         icon = "🚨" if alert.severity == "error" else "⏰"
-        st.markdown(f"{icon} {alert.message} · *{_ui.relative(alert.created_at)}*")
+        st.markdown(f"{icon} {_ui.text(alert.message)} · *{_ui.relative(alert.created_at)}*")
 for endpoint in failing or []:
     state = "disabled" if not endpoint.enabled else "failing"
-    st.markdown(f"🪝 Webhook endpoint `{endpoint.url}` is {state}.")
+    st.markdown(f"🪝 Webhook endpoint {_ui.text(endpoint.url)} is {state}.")
 
 soon = sorted(
     (
@@ -73,7 +73,7 @@ soon = sorted(
 if soon:
     st.subheader("Next to expire")
     for v in soon:
-        st.markdown(f"- **{v.name}** `{v.masked}` expires {_ui.relative(v.expires_at)}")
+        st.markdown(f"- **{_ui.text(v.name)}** `{v.masked}` expires {_ui.relative(v.expires_at)}")
 
 st.divider()
 l1, l2 = st.columns(2)

@@ -86,4 +86,4 @@ st.dataframe(
     hide_index=True,
     width="stretch",
 )
-st.caption(f"API base URL: {base} (admins change it under Settings).")
+st.caption(f"API base URL: {_ui.text(base)} (admins change it under Settings).")

@@ -1,4 +1,5 @@
-"""First run: create the organization and its first Org Admin."""
+"""First run: create the organization and its first Org Admin (with the setup token from
+the console's log, unless INTEGRATION_SETUP_OPEN=1)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import streamlit as st
 from sqlalchemy.orm import Session
 
 from core.errors import ValidationError
-from core.sessions import service as signin
+from core.sessions import service as sessions
 from core.validation import PASSWORD_RULES
 from pages import _ui
 
@@ -14,8 +15,21 @@ _ui.header(
     "Welcome to Integration Settings",
     "First run: create your organization and its first Org Admin account.",
 )
+open_setup = sessions.setup_is_open()
+if not open_setup:
+    settings, engine = _ui.settings_and_engine()
+    with _ui.guarded(), Session(engine) as s, s.begin():
+        if sessions.needs_setup(s) and not sessions.has_setup_token(s):
+            sessions.announce_setup_token(sessions.issue_setup_token(s))
 
 with st.form("setup_form"):
+    if not open_setup:
+        setup_token = st.text_input(
+            "Setup token",
+            type="password",
+            key="setup_token",
+            help="Printed in the console's log when it starts (like a notebook server's token).",
+        )
     org_name = st.text_input("Organization name", placeholder="Acme Inc.", key="setup_org")
     display_name = st.text_input("Your name", placeholder="Ann Admin", key="setup_name")
     email = st.text_input("Email", placeholder="ann@acme.example", key="setup_email")
@@ -25,16 +39,21 @@ with st.form("setup_form"):
     submitted = st.form_submit_button("Create organization", type="primary")
 
 if submitted:
-    for key in ("setup_password", "setup_repeat"):  # never kept past the submit
+    for key in ("setup_password", "setup_repeat", "setup_token"):  # never kept past the submit
         st.session_state.pop(key, None)
     with _ui.guarded():
         if password != repeat:
             raise ValidationError("The two passwords do not match.")
         settings, engine = _ui.settings_and_engine()
         with Session(engine, expire_on_commit=False) as s, s.begin():
-            signin.first_run_setup(s, org_name, email, password, display_name=display_name)
-        with Session(engine, expire_on_commit=False) as s, s.begin():
-            outcome = signin.sign_in(s, email, password)
-        user = outcome.result()
-        st.session_state[_ui.TOKEN_KEY] = user.token
-        st.rerun()
+            _org, user = sessions.first_run_setup(
+                s,
+                org_name,
+                email,
+                password,
+                setup_token=None if open_setup else setup_token,
+                display_name=display_name,
+                open_setup=open_setup,
+            )
+            user_id = user.id
+        _ui.hand_off(user_id)

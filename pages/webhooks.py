@@ -84,7 +84,7 @@ def add_dialog() -> None:
                     description=description,
                     config=config,
                 )
-            st.success(f"Endpoint {view.url} added.")
+            st.success(f"Endpoint {_ui.text(view.url)} added.")
             st.toast("Webhook endpoint added", icon="✅")
             _secret_once(secret, "signing secret")
     _done_button()
@@ -118,7 +118,7 @@ def edit_dialog(e: Any) -> None:
 
 @st.dialog("Rotate signing secret", on_dismiss=_close)
 def rotate_dialog(e: Any) -> None:
-    st.markdown(f"Issue a new signing secret for `{e.url}`.")
+    st.markdown(f"Issue a new signing secret for {_ui.text(e.url)}.")
     hours = int(config.rotation_overlap.total_seconds() // 3600)
     st.caption(f"Messages are signed with both secrets for {hours} hours, so receivers can switch.")
     if st.button("Rotate secret", type="primary", key="rotate_confirm"):
@@ -132,7 +132,7 @@ def rotate_dialog(e: Any) -> None:
 
 @st.dialog("Delete webhook endpoint", on_dismiss=_close)
 def delete_dialog(e: Any) -> None:
-    st.warning(f"Delete `{e.url}` with its delivery log? This cannot be undone.", icon="⚠️")
+    st.warning(f"Delete {_ui.text(e.url)} with its delivery log? This cannot be undone.", icon="⚠️")
     if st.button("Delete endpoint", type="primary", key="delete_confirm"):
         with _ui.guarded():
             with ctx.session() as s, s.begin():
@@ -198,7 +198,7 @@ else:
                     st.toast("Test event delivered", icon="✅")
                 else:
                     detail = attempt.error or f"HTTP {attempt.status_code}"
-                    st.error(f"Test event failed: {detail}")
+                    st.error(f"Test event failed: {_ui.text(detail)}")
         if b[1].button("Edit", icon=":material/edit:", key="wh_edit"):
             st.session_state[DIALOG] = ("edit", chosen)
         toggle = "Disable" if endpoint.enabled else "Enable"

@@ -46,9 +46,9 @@ def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     from argon2 import PasswordHasher
     from argon2.profiles import CHEAPEST
 
-    from core.orgs import service
+    from core.orgs import users
 
-    monkeypatch.setattr(service, "_hasher", PasswordHasher.from_parameters(CHEAPEST))
+    monkeypatch.setattr(users, "hasher", PasswordHasher.from_parameters(CHEAPEST))
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,10 @@ class OrgFixture:
 
 
 def make_org(session: Session, name: str = "Acme", *, now: datetime | None = None) -> OrgFixture:
-    """Create an organization with an admin, two members and an auditor; commit it."""
+    """Create an organization with an admin, two members and an auditor; commit it.
+
+    The operator adds the people directly (admins can only invite).
+    """
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "org"
     with session.begin():
         org, admin = orgs.create_organization(
@@ -37,7 +40,7 @@ def make_org(session: Session, name: str = "Acme", *, now: datetime | None = Non
             m = orgs.add_member(
                 session,
                 org.id,
-                admin_actor,
+                Actor.system("cli"),
                 f"{local}@{slug}.test",
                 role,
                 password=PASSWORD,

@@ -22,7 +22,7 @@ from core.sessions.service import SignedIn
 from core.usage import schema as usage_schema
 from pages import _ui
 from tests import test_console_app as app
-from tests.factories import PASSWORD, OrgFixture
+from tests.factories import OrgFixture
 from tests.test_console_app import (
     ROOT,
     Console,
@@ -146,17 +146,18 @@ def test_audit_log_shows_the_chain_filters_and_exports_csv(
     assert len(at.get("download_button")) == 2
 
 
-def test_members_page_adds_changes_and_protects_the_last_admin(
+def test_members_page_invites_changes_and_protects_the_last_admin(
     console: Console, org: OrgFixture
 ) -> None:
     at = console.signed_in("admin@acme.test", "Members")
     assert set(at.dataframe[0].value["Email"]) >= {"admin@acme.test", "auditor@acme.test"}
-    at.text_input(key="add_email").input("new@acme.test")
-    at.selectbox(key="add_role").select("auditor")
-    at.text_input(key="add_password").input(PASSWORD)
-    button(at, "Add member").click().run()
+    assert not [w for w in at.text_input if w.type == "password"]  # no one types a password
+    at.text_input(key="invite_email").input("new@acme.test")
+    at.selectbox(key="invite_role").select("auditor")
+    button(at, "Invite").click().run()
     assert_clean(at)
-    assert "new@acme.test" in set(at.dataframe[0].value["Email"])
+    assert [c.value for c in at.code if "accept-invitation?token=inv_" in c.value]
+    assert "new@acme.test" not in set(at.dataframe[0].value["Email"])  # not a member yet
     admin_id = org.admin.user_id
     at.selectbox(key="role_member").set_value(admin_id)
     at.selectbox(key="role_new").select("member")
@@ -167,16 +168,14 @@ def test_members_page_adds_changes_and_protects_the_last_admin(
     button(at, "Remove member").click().run()
     assert_clean(at)
     assert "member@acme.test" not in set(at.dataframe[0].value["Email"])
-    assert console.actions(org.id)[-2:] == ["member.added", "member.removed"]
+    assert console.actions(org.id)[-2:] == ["member.invited", "member.removed"]
 
 
-def test_members_page_refuses_a_new_user_without_a_password(
-    console: Console, org: OrgFixture
-) -> None:
+def test_members_page_refuses_a_bad_email(console: Console, org: OrgFixture) -> None:
     at = console.signed_in("admin@acme.test", "Members")
-    at.text_input(key="add_email").input("new@acme.test")
-    button(at, "Add member").click().run()
-    assert_refused(at, "a password is required")
+    at.text_input(key="invite_email").input("not an email")
+    button(at, "Invite").click().run()
+    assert_refused(at, "not a valid email address")
 
 
 @pytest.mark.parametrize(

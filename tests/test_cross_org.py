@@ -14,6 +14,7 @@ from core.audit import reports
 from core.audit import service as audit
 from core.errors import NotFound
 from core.keys import service as keys
+from core.orgs import invitations
 from core.orgs import service as orgs
 from core.orgs.permissions import Actor
 from tests.factories import make_org
@@ -29,9 +30,7 @@ CALLS: dict[str, Call] = {
     "keys.revoke": lambda s, c, a: keys.revoke_key(s, a, c["key"]),
     "keys.roll": lambda s, c, a: keys.roll_key(s, a, c["key"], grace="0", pepper=c["pepper"]),
     "members.list": lambda s, c, a: orgs.list_members(s, c["org"], a),
-    "members.add": lambda s, c, a: orgs.add_member(
-        s, c["org"], a, "x@y.test", "member", password="another-passw0rd"
-    ),
+    "members.invite": lambda s, c, a: invitations.invite(s, c["org"], a, "x@y.test", "member"),
     "members.change_role": lambda s, c, a: orgs.change_role(s, c["org"], a, c["user"], "member"),
     "members.remove": lambda s, c, a: orgs.remove_member(s, c["org"], a, c["user"]),
     "settings.update": lambda s, c, a: orgs.update_settings(

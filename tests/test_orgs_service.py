@@ -10,6 +10,9 @@ from sqlalchemy.orm import Session
 from core.audit import service as audit
 from core.errors import Conflict, ValidationError
 from core.orgs import service as orgs
+from core.orgs import users
+from core.orgs.errors import OperatorOnly
+from core.orgs.permissions import Actor
 from tests.factories import PASSWORD, make_org
 
 
@@ -40,22 +43,27 @@ def test_the_last_admin_can_be_neither_demoted_nor_removed(session: Session, now
     assert roles[org.admin.email] == "auditor" and roles[org.member.email] == "admin"
 
 
-def test_a_new_person_needs_a_password_and_an_existing_one_keeps_theirs(
-    session: Session, now: datetime
-) -> None:
+def test_only_the_operator_adds_a_member_directly(session: Session, now: datetime) -> None:
     acme = make_org(session, "Acme", now=now)
     globex = make_org(session, "Globex", now=now)
+    with pytest.raises(OperatorOnly, match="only the operator"), session.begin():
+        orgs.add_member(
+            session, acme.id, acme.admin, "new@x.test", "member", password="another-passw0rd"
+        )
+    with session.begin():
+        assert users.find_user(session, "new@x.test") is None
+    operator = Actor.system("cli")
     with pytest.raises(ValidationError, match="password is required"), session.begin():
-        orgs.add_member(session, acme.id, acme.admin, "new@x.test", "member")
+        orgs.add_member(session, acme.id, operator, "new@x.test", "member")
     with session.begin():
-        orgs.add_member(session, acme.id, acme.admin, globex.member.email or "", "auditor")
+        orgs.add_member(session, acme.id, operator, globex.member.email or "", "auditor")
     with session.begin():
-        user = orgs.user_by_email(session, globex.member.email or "")
-        assert orgs.password_matches(user, PASSWORD)
+        user = users.user_by_email(session, globex.member.email or "")
+        assert users.password_matches(user, PASSWORD)
         names = [org.name for org, _ in orgs.memberships_of(session, user.id)]
     assert names == ["Acme", "Globex"]
     with pytest.raises(Conflict, match="already a member"), session.begin():
-        orgs.add_member(session, acme.id, acme.admin, globex.member.email or "", "member")
+        orgs.add_member(session, acme.id, operator, globex.member.email or "", "member")
 
 
 @pytest.mark.parametrize(

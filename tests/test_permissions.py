@@ -14,6 +14,7 @@ from core.audit import reports
 from core.audit import service as audit
 from core.errors import PermissionDenied
 from core.keys import service as keys
+from core.orgs import invitations
 from core.orgs import service as orgs
 from core.orgs.models import Role
 from core.orgs.permissions import ROLE_PERMISSIONS, Actor, Permission, can
@@ -52,10 +53,8 @@ ACTIONS: dict[str, tuple[Action, set[str]]] = {
         {"admin"},
     ),
     "members.list": (lambda s, o, a, c: orgs.list_members(s, o.id, a), {"admin", "auditor"}),
-    "members.add": (
-        lambda s, o, a, c: orgs.add_member(
-            s, o.id, a, "new@x.test", "member", password="another-passw0rd"
-        ),
+    "members.invite": (
+        lambda s, o, a, c: invitations.invite(s, o.id, a, "new@x.test", "member"),
         {"admin"},
     ),
     "members.change_role": (

@@ -10,7 +10,7 @@ import pytest
 
 from core.auth.contract import Code
 from core.cli import build_parser
-from core.events import WEBHOOK_EVENTS
+from core.events import WEBHOOK_EVENTS, EventType
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -54,3 +54,21 @@ def test_every_result_code_is_documented(code: str) -> None:
 @pytest.mark.parametrize("event", [str(e) for e in WEBHOOK_EVENTS])
 def test_every_webhook_event_is_documented(event: str) -> None:
     assert f"`{event}`" in README
+
+
+@pytest.mark.parametrize(
+    "event",
+    [str(e) for e in EventType if str(e).startswith(("member.", "account.", "auth."))],
+)
+def test_every_people_and_session_event_is_documented(event: str) -> None:
+    assert f"`{event}`" in README
+
+
+def test_the_throttling_limits_in_the_readme_are_the_code_s() -> None:
+    from core.sessions import signin
+
+    section = README.split("### Sign-in throttling", 1)[1].split("\n## ", 1)[0]
+    for number in (signin.ADDRESS_FREE, signin.ACCOUNT_ADDRESS_FREE, signin.ACCOUNT_FREE):
+        assert f"| {number} |" in section
+    assert f"at most {int(signin.MAX_WAIT.total_seconds() // 60)} min" in section
+    assert f"at most {int(signin.ACCOUNT_MAX_DELAY)} s" in section

@@ -144,7 +144,8 @@ def signin_failures(
     by="email": email, failures, while_locked (attempts refused because the account was
     locked), first_at, last_at, peak_hour (most failures in one clock hour: a burst suggests
     password guessing), most failures first. by="day": day,
-    failures, emails. The email is the event details' `email`, else the actor's.
+    failures, emails. The email is the event details' `email`, else the actor's; an event
+    of a burst counts its details' `count` failures (older events count one).
     Raise PermissionDenied without audit.read, ValidationError for another `by`.
     """
     if by not in ("email", "day"):
@@ -158,17 +159,18 @@ def signin_failures(
         f AS (
             SELECT ts, lower(coalesce(json_extract_string(details, '$.email'), actor_email,
                                       '(unknown)')) AS email,
-                   json_extract_string(details, '$.reason') = 'locked' AS locked
+                   json_extract_string(details, '$.reason') = 'locked' AS locked,
+                   coalesce(TRY_CAST(json_extract_string(details, '$.count') AS BIGINT), 1) AS n
             FROM events
         )
     """
     if by == "email":
         sql = f"""
             WITH {base},
-            hourly AS (SELECT email, date_trunc('hour', ts) AS hour, count(*) AS n
+            hourly AS (SELECT email, date_trunc('hour', ts) AS hour, CAST(sum(n) AS BIGINT) AS n
                        FROM f GROUP BY ALL)
-            SELECT f.email, count(*) AS failures,
-                   count(*) FILTER (WHERE locked) AS while_locked,
+            SELECT f.email, CAST(sum(f.n) AS BIGINT) AS failures,
+                   CAST(coalesce(sum(f.n) FILTER (WHERE locked), 0) AS BIGINT) AS while_locked,
                    min(ts) AS first_at, max(ts) AS last_at,
                    (SELECT max(n) FROM hourly h WHERE h.email = f.email) AS peak_hour
             FROM f GROUP BY f.email ORDER BY failures DESC, f.email
@@ -176,7 +178,7 @@ def signin_failures(
     else:
         sql = f"""
             WITH {base}
-            SELECT CAST(ts AS DATE) AS day, count(*) AS failures,
+            SELECT CAST(ts AS DATE) AS day, CAST(sum(n) AS BIGINT) AS failures,
                    count(DISTINCT email) AS emails
             FROM f GROUP BY ALL ORDER BY day
         """  # noqa: S608 (identifiers come from fixed lists; values are bound)

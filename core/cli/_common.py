@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from core import db
 from core.config import Settings
-from core.orgs import service as orgs
+from core.orgs import users
 from core.orgs.permissions import Actor
 
 
@@ -40,8 +40,15 @@ def session() -> Session:
 
 
 def actor(s: Session, email: str | None) -> Actor:
-    """Return the user named by --by, or the operator (system) when none is given."""
-    return orgs.actor_for(s, email) if email else Actor.system("cli")
+    """Return the user named by --by, or the operator (system) when --by is not given.
+
+    Raise CommandError for an empty --by (it must name a person, never mean the operator).
+    """
+    if email is None:
+        return Actor.system("cli")
+    if not email.strip():
+        raise CommandError("--by must name a person's email (leave it out to act as the operator)")
+    return users.actor_for(s, email)
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

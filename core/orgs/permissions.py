@@ -38,9 +38,10 @@ class Actor:
 
     The system actor is the operator at the command line with the database's own
     credentials, and the product's schedulers; it is recorded as such in the audit log.
+    The anonymous actor is someone not signed in (a failed sign-in); it holds nothing.
     """
 
-    type: str  # "user" | "system"
+    type: str  # "user" | "system" | "anonymous"
     user_id: str | None = None
     email: str | None = None
 
@@ -51,6 +52,10 @@ class Actor:
     @classmethod
     def system(cls, name: str = "system") -> Actor:
         return cls("system", None, name)
+
+    @classmethod
+    def anonymous(cls) -> Actor:
+        return cls("anonymous", None, "anonymous")
 
     @property
     def is_system(self) -> bool:
@@ -109,5 +114,6 @@ def check(session: Session, org_id: str, actor: Actor, permission: Permission) -
         if session.get(Organization, org_id) is None:
             raise NotFound("organization not found")
         return None
-    assert actor.user_id is not None
+    if actor.user_id is None:  # anonymous: belongs to no organization
+        raise NotFound("organization not found")
     return require(session, org_id, actor.user_id, permission).role

@@ -1,4 +1,5 @@
-"""Organizations, users, memberships and organization settings."""
+"""Organizations, memberships and settings (accounts live in `core.orgs.users`, invitations
+in `core.orgs.invitations`)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -17,26 +16,13 @@ from core.clock import resolve
 from core.errors import Conflict, NotFound, ValidationError
 from core.events import EventType
 from core.ids import new_id
+from core.orgs import users
+from core.orgs.errors import OperatorOnly
 from core.orgs.models import Membership, Organization, Role, User
 from core.orgs.permissions import Actor, Permission, check
 
-_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
-
 MAX_KEY_LIFETIME_BOUNDS = (1, 3650)
 LEAD_DAY_BOUNDS = (1, 365)
-
-
-def hash_password(password: str) -> str:
-    """Return the argon2id hash of a password that follows the password rules."""
-    return _hasher.hash(validation.password(password))
-
-
-def password_matches(user: User, password: str) -> bool:
-    """Return whether `password` is the user's (constant-time, via argon2)."""
-    try:
-        return _hasher.verify(user.password_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
 
 
 def parse_role(value: str) -> Role:
@@ -56,49 +42,6 @@ def org_by_name(session: Session, name: str) -> Organization:
     return org
 
 
-def find_user(session: Session, email: str) -> User | None:
-    """Return the user with this email, or None."""
-    return session.execute(select(User).where(User.email == email.strip().lower())).scalar()
-
-
-def user_by_email(session: Session, email: str) -> User:
-    """Return the user with this email; raise NotFound."""
-    user = find_user(session, email)
-    if user is None:
-        raise NotFound(f"no user with email {email.strip()!r}")
-    return user
-
-
-def actor_for(session: Session, email: str) -> Actor:
-    """Return the Actor for the user with this email; raise NotFound."""
-    user = user_by_email(session, email)
-    return Actor.user(user.id, user.email)
-
-
-def _get_or_create_user(
-    session: Session, email: str, password: str | None, display_name: str | None
-) -> tuple[User, bool]:
-    address = validation.email(email)
-    user = session.execute(select(User).where(User.email == address)).scalar()
-    if user is not None:
-        return user, False
-    if password is None:
-        raise ValidationError(f"{address} has no account yet: a password is required")
-    user = User(
-        id=new_id("usr"),
-        email=address,
-        display_name=validation.display_text(display_name, "display name")
-        if display_name
-        else address.split("@")[0],
-        password_hash=hash_password(password),
-        disabled=False,
-        failed_signins=0,
-    )
-    session.add(user)
-    session.flush()
-    return user, True
-
-
 def create_organization(
     session: Session,
     name: str,
@@ -108,17 +51,25 @@ def create_organization(
     self_service: bool = False,
     now: datetime | None = None,
 ) -> tuple[Organization, User]:
-    """Create an organization with its first admin (an existing user keeps their password).
+    """Create an organization with its first admin; return (organization, admin).
 
-    The audit log records the operator ("cli") as the actor, or the new admin with
-    `self_service` (the console's first-run setup). Return (organization, admin). Raise
-    Conflict if the name is taken, ValidationError for a bad name, email or password.
+    Run by the operator (the audit log records "cli"), or with `self_service` by the
+    first admin at the console's first-run setup. A new admin gets `admin_password`; an
+    existing account is made admin as it is (its password untouched, and None is
+    enough). Raise Conflict if the name is taken, ValidationError for a bad name, email
+    or password.
     """
     org_name = validation.display_text(name, "organization name")
     if session.execute(select(Organization.id).where(Organization.name == org_name)).first():
         raise Conflict(f"an organization called {org_name!r} already exists")
     now = resolve(now)
-    user, _created = _get_or_create_user(session, admin_email, admin_password, None)
+    user = users.find_user(session, admin_email)
+    if user is None:
+        if admin_password is None:
+            raise ValidationError(
+                f"{admin_email.strip()} has no account yet: a password is required"
+            )
+        user = users.create_user(session, admin_email, admin_password, now=now)
     org = Organization(
         id=new_id("org"),
         name=org_name,
@@ -166,36 +117,59 @@ def add_member(
     display_name: str | None = None,
     now: datetime | None = None,
 ) -> Membership:
-    """Add a user (created when new, which needs a password) with `role`; return the membership.
+    """The operator adds a person directly with `role` (for bootstrapping); return the
+    membership. A new account is created with `password`; an existing one is added as it
+    is, its password untouched. Admins invite people instead (`core.orgs.invitations`).
 
-    Raise Conflict if already a member; PermissionDenied without members.manage.
+    Raise OperatorOnly for anyone but the operator, Conflict if already a member,
+    ValidationError for a bad email, role or password.
     """
+    if not actor.is_system:
+        raise OperatorOnly("add a member directly; admins invite people")
     check(session, org_id, actor, Permission.MEMBERS_MANAGE)
     role_value = parse_role(role)
     now = resolve(now)
-    user, _ = _get_or_create_user(session, email, password, display_name)
+    user = users.find_user(session, email)
+    if user is None:
+        if password is None:
+            raise ValidationError(f"{email.strip()} has no account yet: a password is required")
+        user = users.create_user(session, email, password, display_name=display_name, now=now)
     if session.get(Membership, (org_id, user.id)) is not None:
         raise Conflict(f"{user.email} is already a member")
     membership = Membership(org_id=org_id, user_id=user.id, role=role_value, created_at=now)
     session.add(membership)
     session.flush()
+    record_member_added(session, org_id, actor, user, role_value, now=now)
+    return membership
+
+
+def record_member_added(
+    session: Session,
+    org_id: str,
+    actor: Actor,
+    user: User,
+    role: Role,
+    *,
+    details: dict[str, Any] | None = None,
+    now: datetime,
+) -> None:
+    """Audit and publish `member.added` for a membership just created."""
     audit.record(
         session,
         org_id,
         actor,
         EventType.MEMBER_ADDED,
         target=("user", user.id),
-        details={"email": user.email, "role": role_value.value},
+        details={"email": user.email, "role": role.value, **(details or {})},
         now=now,
     )
-    _emit(
+    emit(
         session,
         org_id,
         EventType.MEMBER_ADDED,
-        {"user_id": user.id, "email": user.email, "role": role_value.value},
+        {"user_id": user.id, "email": user.email, "role": role.value},
         now,
     )
-    return membership
 
 
 def _member(session: Session, org_id: str, user_id: str) -> Membership:
@@ -222,11 +196,13 @@ def change_role(
     *,
     now: datetime | None = None,
 ) -> Membership:
-    """Change a member's role; return the membership. Raise Conflict for the last admin."""
+    """Change a member's role; return the membership. Their console sessions end, so the
+    next sign-in carries a new session token with the new role. Raise Conflict for the
+    last admin."""
     check(session, org_id, actor, Permission.MEMBERS_MANAGE)
     new_role = parse_role(role)
     now = resolve(now)
-    _lock_org(session, org_id)
+    lock_org(session, org_id)
     membership = _member(session, org_id, user_id)
     old = membership.role
     if old == new_role:
@@ -234,6 +210,7 @@ def change_role(
     if old == Role.ADMIN and _admin_count(session, org_id) <= 1:
         raise Conflict("the last admin cannot be demoted: make someone else admin first")
     membership.role = new_role
+    users.end_sessions(session, user_id)
     details = {"email": membership.user.email, "from": old, "to": new_role.value}
     audit.record(
         session,
@@ -244,7 +221,7 @@ def change_role(
         details=details,
         now=now,
     )
-    _emit(session, org_id, EventType.MEMBER_ROLE_CHANGED, {"user_id": user_id, **details}, now)
+    emit(session, org_id, EventType.MEMBER_ROLE_CHANGED, {"user_id": user_id, **details}, now)
     return membership
 
 
@@ -254,7 +231,7 @@ def remove_member(
     """Remove a member. Raise Conflict for the last admin, NotFound for a non-member."""
     check(session, org_id, actor, Permission.MEMBERS_MANAGE)
     now = resolve(now)
-    _lock_org(session, org_id)
+    lock_org(session, org_id)
     membership = _member(session, org_id, user_id)
     if membership.role == Role.ADMIN and _admin_count(session, org_id) <= 1:
         raise Conflict("the last admin cannot be removed")
@@ -270,7 +247,7 @@ def remove_member(
         details={"email": email, "role": membership.role},
         now=now,
     )
-    _emit(
+    emit(
         session,
         org_id,
         EventType.MEMBER_REMOVED,
@@ -330,7 +307,7 @@ def update_settings(
 ) -> Organization:
     """Change organization settings; return the organization. Raise ValidationError."""
     check(session, org_id, actor, Permission.SETTINGS_MANAGE)
-    org = _lock_org(session, org_id)
+    org = lock_org(session, org_id)
     changes: dict[str, Any] = {}
     if max_key_lifetime_days is not None:
         lo, hi = MAX_KEY_LIFETIME_BOUNDS
@@ -392,7 +369,8 @@ def _base_url(value: str) -> str:
     return url
 
 
-def _lock_org(session: Session, org_id: str) -> Organization:
+def lock_org(session: Session, org_id: str) -> Organization:
+    """Return the organization row locked for the rest of the transaction (fresh)."""
     return session.execute(
         select(Organization)
         .where(Organization.id == org_id)
@@ -401,10 +379,13 @@ def _lock_org(session: Session, org_id: str) -> Organization:
     ).scalar_one()
 
 
-def _emit(
+def emit(
     session: Session, org_id: str, event: EventType, data: dict[str, Any], now: datetime
 ) -> None:
     """Hand an event to the webhook outbox, in the caller's transaction."""
     from core import outbox
 
     outbox.publish(session, org_id, event, data, now=now)
+
+
+_lock_org = lock_org  # the name other domains used before it was public

@@ -1,2 +1,2 @@
-"""Console sign-in: first-run setup, password sign-in with per-account rate limiting,
-and server-side sessions that survive a browser refresh."""
+"""Console sessions (HttpOnly cookie, handoff, idle and absolute timeouts), throttled
+password sign-in with burst-aggregated audit, and first-run setup."""

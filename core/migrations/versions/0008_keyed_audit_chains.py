@@ -5,7 +5,7 @@ that names the count and head of its unkeyed events, and a signed checkpoint of 
 audit key comes from the environment (INTEGRATION_AUDIT_KEY or data/audit_key).
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0007
 Create Date: 2026-12-02
 """
 
@@ -19,7 +19,7 @@ from alembic import op
 import core.db
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
