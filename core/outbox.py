@@ -3,7 +3,9 @@
 `publish` is called in the transaction of the change that caused the event, so a
 committed change always has its messages and a rolled-back one never does. It writes one
 `WebhookMessage` per enabled endpoint of the organization subscribed to the event type,
-each carrying the same JSON envelope: ``id``, ``type``, ``created_at``, ``org``, ``data``.
+each carrying the same JSON envelope: ``id``, ``type``, ``timestamp``, ``org``, ``data``
+(and ``created_at``, the same time as ``timestamp`` under its former name, kept for one
+release so receivers can move to the Standard Webhooks field).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def envelope(
     body = {
         "id": event_id,
         "type": str(event_type),
-        "created_at": iso(now),
+        "timestamp": iso(now),
+        "created_at": iso(now),  # the former name of `timestamp`; removed in the next release
         "org": {"id": org.id, "name": org.name},
         "data": data,
     }
@@ -61,21 +64,29 @@ def publish(
     ValidationError if the data is not JSON, too large, or carries a field named like a
     secret.
     """
-    from core.webhooks.models import MessageStatus, WebhookEndpoint, WebhookMessage
-
     now = resolve(now)
     event_type = str(event_type)
     org = session.get(Organization, org_id)
     if org is None:
         raise ValidationError("organization not found", field="org_id")
+    event_id = new_id("evt")
+    body = envelope(event_id, event_type, org, data, now)
+    return queue(session, org_id, event_type, event_id, body, now=now)
+
+
+def queue(
+    session: Session, org_id: str, event_type: str, event_id: str, body: str, *, now: datetime
+) -> list[str]:
+    """Write one message of the event's `body` (an `envelope`) per enabled endpoint of the
+    organization subscribed to `event_type`; return their ids (empty when none subscribes)."""
+    from core.webhooks.models import MessageStatus, WebhookEndpoint, WebhookMessage
+
     endpoints = session.execute(
         select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
             WebhookEndpoint.org_id == org_id, WebhookEndpoint.enabled.is_(True)
         )
     ).all()
     targets = [eid for eid, types in endpoints if event_type in (types or {}).get("types", ())]
-    event_id = new_id("evt")
-    body = envelope(event_id, event_type, org, data, now)
     if not targets:
         return []
     rows = [

@@ -64,6 +64,26 @@ DOCUMENT: dict[str, Any] = {
                 "required": ["key"],
                 "properties": {"key": {"type": "string", "maxLength": 4096}},
             },
+            "EventRequest": {
+                "type": "object",
+                "required": ["org", "type", "data"],
+                "additionalProperties": False,
+                "properties": {
+                    "org": {"type": "string", "description": "the organization's id or name"},
+                    "type": {"type": "string", "description": "a registered event type"},
+                    "data": {"type": "object"},
+                    "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 255},
+                },
+            },
+            "EventAccepted": {
+                "type": "object",
+                "required": ["event_id", "message_ids", "duplicate"],
+                "properties": {
+                    "event_id": {"type": "string"},
+                    "message_ids": {"type": "array", "items": {"type": "string"}},
+                    "duplicate": {"type": "boolean"},
+                },
+            },
             "VerifyResult": {
                 "type": "object",
                 "required": ["valid", "code", "message"],
@@ -122,6 +142,39 @@ DOCUMENT: dict[str, Any] = {
                     "401": _err("invalid_service_token: missing or wrong service token"),
                     "413": _err("request_too_large"),
                     "503": _err("verify_disabled: no INTEGRATION_SERVICE_TOKEN configured"),
+                },
+            }
+        },
+        "/v1/events": {
+            "post": {
+                "summary": "Publish a platform event to an organization's subscribed endpoints",
+                "security": [{"serviceToken": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/EventRequest"}
+                        }
+                    },
+                },
+                "responses": {
+                    "202": {
+                        "description": "Accepted: written to the outbox for delivery",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/EventAccepted"}
+                            }
+                        },
+                    },
+                    "400": _err("invalid_request: the body is not the request's shape"),
+                    "401": _err("invalid_service_token: missing or wrong service token"),
+                    "404": _err("unknown_organization"),
+                    "409": _err("idempotency_conflict: the key was used for another event"),
+                    "413": _err("request_too_large"),
+                    "422": _err(
+                        "unknown_event_type, invalid_event_data (with path), invalid_input"
+                    ),
+                    "503": _err("events_disabled, events_unavailable"),
                 },
             }
         },

@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core.cli import audit as audit_cli
 from core.cli import demo as demo_cli
+from core.cli import events as events_cli
 from core.cli import keys as keys_cli
 from core.cli import orgs as orgs_cli
 from core.cli import serve as serve_cli
@@ -31,6 +32,7 @@ COMMAND_MODULES = [
     serve_cli,
     usage_cli,
     webhooks_cli,
+    events_cli,
     worker_cli,
     demo_cli,
 ]
