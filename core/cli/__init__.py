@@ -1,4 +1,4 @@
-"""The command line: `python -m core COMMAND …`.
+"""The command line: `python -m core COMMAND …`, installed as `integration COMMAND …`.
 
 Each command group lives in its own module with a `register(subparsers)` function.
 Errors print one line to stderr and exit non-zero; a traceback never reaches the user.
@@ -43,9 +43,9 @@ EXIT_USAGE = 2
 log = logging.getLogger("core.cli")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m core") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m core",
+        prog=prog,
         description="Integration Settings: API keys, webhooks and request authentication.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -54,8 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def entry_point() -> int:
+    """The `integration` console script: the same commands as `python -m core`."""
+    return main(prog="integration")
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m core") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
