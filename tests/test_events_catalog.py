@@ -363,3 +363,42 @@ def test_concurrent_requests_with_one_key_publish_once(
     else:
         assert not outcome.duplicate and outcome.event_id != first.event_id
     assert message_count(session) == 1
+
+
+def test_a_batch_publishes_each_event_or_refuses_it_alone(
+    session: Session, org: OrgFixture, now: datetime
+) -> None:
+    requests: list[dict[str, Any]] = [
+        {"org": org.id, "type": "invoice.paid", "data": VALID, "idempotency_key": "b"},
+        {"org": org.id, "type": "invoice.paid", "data": {"invoice_id": "x"}},
+        {"org": org.name, "type": "invoice.paid", "data": VALID, "idempotency_key": "a"},
+        {"org": org.id, "type": "invoice.paid", "data": VALID, "idempotency_key": "a"},
+        {
+            "org": org.id,
+            "type": "invoice.paid",
+            "data": {**VALID, "amount": 1},
+            "idempotency_key": "a",
+        },
+        {"org": "Nobody", "type": "invoice.paid", "data": VALID},
+        {"org": org.id, "type": "invoice.paid", "data": VALID},
+    ]
+    with session.begin():
+        publisher = catalog.Publisher(session, now=now)
+        outcomes = publisher.publish_many(requests)
+        publisher.flush()
+    kinds = [type(o).__name__ for o in outcomes]
+    assert kinds == [
+        "Published",
+        "InvalidEventData",
+        "Published",
+        "Published",
+        "IdempotencyConflict",
+        "UnknownOrganization",
+        "Published",
+    ]
+    first_a, repeat_a = outcomes[2], outcomes[3]
+    assert isinstance(first_a, Published) and isinstance(repeat_a, Published)
+    assert repeat_a.duplicate and repeat_a.message_ids == first_a.message_ids
+    assert message_count(session) == 3  # b, a (once) and the plain one
+    again = publish(session, org.id, VALID, idempotency_key="b", now=now)
+    assert again.duplicate and again.message_ids == outcomes[0].message_ids  # type: ignore[union-attr]

@@ -19,10 +19,11 @@ import asyncio
 import hmac
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from core.api.config import ServiceConfig
@@ -31,7 +32,7 @@ from core.auth.https import HTTPS_REQUIRED_CODE, HTTPS_REQUIRED_MESSAGE, HTTPS_R
 from core.auth.principal import error_json
 from core.errors import Conflict, CoreError, NotFound, StorageError, ValidationError
 from core.outbox import MAX_PAYLOAD_BYTES
-from core.webhooks.catalog import publish_event
+from core.webhooks.catalog import Publisher
 
 log = logging.getLogger("core.api.events")
 
@@ -107,25 +108,123 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-class EventsRoute:
-    """The ASGI handler of ``POST /v1/events`` (mounted by `ServiceApp`)."""
+class Unavailable(Exception):
+    """The event store cannot take the request now (queue full, database failing)."""
 
-    def __init__(self, engine: Engine, config: ServiceConfig) -> None:
+
+class EventsRoute:
+    """The ASGI handler of ``POST /v1/events`` (mounted by `ServiceApp`).
+
+    Accepted requests are published in batches: while one transaction commits, the next
+    requests queue, and `writers` worker threads each take everything queued (up to
+    `max_batch`) into one transaction — one commit for many events instead of one each.
+    An event refused by `core` (unknown type, bad data, …) writes nothing, so the others
+    in its batch go on; a database failure fails the whole batch (503, retry: an
+    idempotency key makes the retry safe). At most `max_queued` requests wait; past that
+    the answer is 503 with Retry-After.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        config: ServiceConfig,
+        *,
+        writers: int = 2,
+        max_batch: int = 256,
+        max_queued: int = 10_000,
+    ) -> None:
         self.engine = engine
         self.config = config
+        self.writers = writers
+        self.max_batch = max_batch
+        self.max_queued = max_queued
         self._token = config.service_token.encode() if config.service_token else None
+        self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[Any]]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._connections: dict[int, Connection] = {}
 
-    def publish(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Publish in one transaction (runs in a worker thread); return the 202 body."""
-        with Session(self.engine) as s, s.begin():
-            published = publish_event(
-                s,
-                body["org"],
-                body["type"],
-                body["data"],
-                idempotency_key=body.get("idempotency_key"),
-            )
-        return published.to_dict()
+    def publish_batch(
+        self, requests: list[dict[str, Any]], connection: Connection | None = None
+    ) -> list[dict[str, Any] | CoreError]:
+        """Publish the requests in one transaction (on `connection`, else one from the
+        pool); return, for each, the 202 body or the CoreError that refused it. Raise on a
+        database failure."""
+        with Session(connection or self.engine) as s, s.begin():
+            publisher = Publisher(s)
+            outcomes = publisher.publish_many(requests)
+            publisher.flush()
+        return [o if isinstance(o, CoreError) else o.to_dict() for o in outcomes]
+
+    def _publish_on(self, writer: int, requests: list[dict[str, Any]]) -> list[Any]:
+        """Publish a batch on the writer's own connection (kept between batches: no pool
+        checkout or liveness ping per batch). A connection found dead is replaced and the
+        batch, which wrote nothing, tried once more."""
+        for attempt in (1, 2):
+            connection = self._connections.get(writer)
+            if connection is None or connection.closed or connection.invalidated:
+                connection = self._connections[writer] = self.engine.connect()
+            try:
+                return self.publish_batch(requests, connection)
+            except DBAPIError as exc:
+                connection.close()
+                del self._connections[writer]
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+            except Exception:
+                connection.close()
+                del self._connections[writer]
+                raise
+        raise AssertionError("unreachable")
+
+    async def _writer(
+        self, writer: int, queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[Any]]]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        # One thread per writer, so its connection is only ever used from that thread.
+        thread = ThreadPoolExecutor(1, thread_name_prefix=f"events-writer-{writer}")
+        try:
+            while True:
+                batch = [await queue.get()]
+                while len(batch) < self.max_batch and not queue.empty():
+                    batch.append(queue.get_nowait())
+                outcomes: list[Any]
+                try:
+                    outcomes = await loop.run_in_executor(
+                        thread, self._publish_on, writer, [request for request, _ in batch]
+                    )
+                except Exception as exc:  # the transaction failed: every request in it did
+                    log.warning("events not published: %s", type(exc).__name__)
+                    outcomes = [Unavailable()] * len(batch)
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if not future.done():
+                        future.set_result(outcome)
+        finally:  # the loop is closing: let the thread close its connection and end
+            thread.submit(self._close, writer)
+            thread.shutdown(wait=False)
+
+    def _close(self, writer: int) -> None:
+        connection = self._connections.pop(writer, None)
+        if connection is not None:
+            connection.close()
+
+    async def publish(self, request: dict[str, Any]) -> dict[str, Any] | CoreError:
+        """Queue the request for the next batch; return its outcome. Raise Unavailable."""
+        loop = asyncio.get_running_loop()
+        if self._queue is None or self._loop is not loop:  # first request (on this loop)
+            self._loop = loop
+            self._queue = asyncio.Queue()
+            self._tasks = [
+                asyncio.create_task(self._writer(i, self._queue)) for i in range(self.writers)
+            ]
+        if self._queue.qsize() >= self.max_queued:
+            raise Unavailable()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put_nowait((request, future))
+        outcome = await future
+        if isinstance(outcome, Unavailable):
+            raise outcome
+        return outcome
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         https = self.config.https
@@ -165,15 +264,14 @@ class EventsRoute:
         except BadRequest as exc:
             await send_json(send, 400, error_json("invalid_request", str(exc)))
             return
-        loop = asyncio.get_running_loop()
         try:
-            answer = await loop.run_in_executor(None, self.publish, request)
-        except CoreError as exc:
-            await send_json(send, _status(exc), json.dumps({"error": exc.to_dict()}).encode())
-            return
-        except (SQLAlchemyError, OSError) as exc:
-            log.warning("event not published: %s", type(exc).__name__)
+            outcome = await self.publish(request)
+        except Unavailable:
             body = error_json("events_unavailable", "The event store is unavailable; retry.")
             await send_json(send, 503, body, ((b"retry-after", b"1"),))
             return
-        await send_json(send, 202, json.dumps(answer).encode())
+        if isinstance(outcome, CoreError):
+            body = json.dumps({"error": outcome.to_dict()}).encode()
+            await send_json(send, _status(outcome), body)
+            return
+        await send_json(send, 202, json.dumps(outcome).encode())

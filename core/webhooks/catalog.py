@@ -15,24 +15,25 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, and_, delete, or_, select
 from sqlalchemy.orm import Session
 
 from core import outbox, validation
 from core.clock import iso, resolve
 from core.errors import (
+    CoreError,
     IdempotencyConflict,
     InvalidEventData,
     UnknownEventType,
     UnknownOrganization,
     ValidationError,
 )
-from core.events import WEBHOOK_EVENTS, EventType, check_event_name
+from core.events import MAX_EVENT_NAME, WEBHOOK_EVENTS, EventType, check_event_name
 from core.ids import new_id
 from core.orgs.models import Organization
-from core.webhooks.models import EventPublication, EventTypeDef
+from core.webhooks.models import EventPublication, EventTypeDef, WebhookEndpoint
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 MAX_IDEMPOTENCY_KEY = 255
@@ -43,6 +44,10 @@ MAX_DATA_DEPTH = 32
 _UNSUPPORTED_KEYWORDS = ("$id", "$anchor", "$dynamicRef", "$dynamicAnchor", "$recursiveRef")
 _VALIDATORS_MAX = 256
 _validators: dict[str, Any] = {}  # the schema's canonical JSON -> its compiled validator
+_validators_by_object: dict[int, tuple[Any, Any]] = {}
+_TYPES = cast(Table, EventTypeDef.__table__)
+_ORGS = cast(Table, Organization.__table__)
+_ENDPOINTS = cast(Table, WebhookEndpoint.__table__)
 
 
 @dataclass(frozen=True)
@@ -225,10 +230,30 @@ def subscribable_events(session: Session) -> list[str]:
 # -- publishing -------------------------------------------------------------------------------
 
 
-def _event_type(session: Session, name: object) -> EventTypeDef:
-    row = session.get(EventTypeDef, name) if isinstance(name, str) and len(name) <= 64 else None
-    if row is not None:
-        return row
+class TypeSpec(NamedTuple):
+    """What publishing needs of a registered type: its name and schema."""
+
+    name: str
+    data_schema: dict[str, Any] | None
+
+
+class OrgRef(NamedTuple):
+    id: str
+    name: str
+
+
+def _event_type(session: Session, name: object) -> TypeSpec:
+    found = None
+    if isinstance(name, str) and len(name) <= MAX_EVENT_NAME:
+        found = (
+            session.connection()
+            .execute(
+                select(EventTypeDef.name, EventTypeDef.data_schema).where(EventTypeDef.name == name)
+            )
+            .first()
+        )
+    if found is not None:
+        return TypeSpec(found[0], found[1])
     shown = str(name)[:80]
     if isinstance(name, str) and name in EventType._value2member_map_:
         raise UnknownEventType(
@@ -241,15 +266,20 @@ def _event_type(session: Session, name: object) -> EventTypeDef:
     )
 
 
-def _organization(session: Session, ref: object) -> Organization:
+def _organization(session: Session, ref: object) -> OrgRef:
+    """Return the organization whose id, else whose name, is `ref`; raise UnknownOrganization."""
     if isinstance(ref, str) and 0 < len(ref) <= 100:
-        org = session.get(Organization, ref) if len(ref) <= 32 else None
-        if org is None:
-            org = session.execute(
-                select(Organization).where(Organization.name == ref)
-            ).scalar_one_or_none()
-        if org is not None:
-            return org
+        rows = (
+            session.connection()
+            .execute(
+                select(Organization.id, Organization.name).where(
+                    or_(Organization.id == ref, Organization.name == ref)
+                )
+            )
+            .all()
+        )
+        for org_id, name in sorted(rows, key=lambda r: r[0] != ref):  # the id first
+            return OrgRef(org_id, name)
     raise UnknownOrganization(f"no organization has the id or name {str(ref)[:100]!r}")
 
 
@@ -270,25 +300,34 @@ def _pointer(parts: Any) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
-def _validator(row: EventTypeDef) -> Any:
+def _validator(row: TypeSpec | EventTypeDef) -> Any:
+    schema = row.data_schema
+    known = _validators_by_object.get(id(schema))
+    if known is not None and known[0] is schema:
+        return known[1]
     # Keyed by the schema itself: a type registered again with another schema (by any
     # process, on any database) never meets the validator of the old one.
-    cache_key = json.dumps(row.data_schema, sort_keys=True, separators=(",", ":"))
+    cache_key = json.dumps(schema, sort_keys=True, separators=(",", ":"))
     validator = _validators.get(cache_key)
     if validator is None:
         from jsonschema.validators import validator_for
         from referencing import Registry
 
-        cls = validator_for(row.data_schema, default=_default_validator())
+        cls = validator_for(schema, default=_default_validator())
         # An empty registry: a reference outside the schema is never fetched.
-        validator = cls(row.data_schema, registry=Registry())
+        validator = cls(schema, registry=Registry())
         if len(_validators) >= _VALIDATORS_MAX:
             _validators.clear()
         _validators[cache_key] = validator
+    if len(_validators_by_object) >= _VALIDATORS_MAX:
+        _validators_by_object.clear()
+    # The same loaded schema object (a batch's rows) skips the canonical JSON next time;
+    # the entry holds the object, so its id cannot be reused while it is there.
+    _validators_by_object[id(schema)] = (schema, validator)
     return validator
 
 
-def check_data(row: EventTypeDef, data: object) -> dict[str, Any]:
+def check_data(row: TypeSpec | EventTypeDef, data: object) -> dict[str, Any]:
     """Return `data` if it is a JSON object matching the type's schema.
 
     Raise InvalidEventData with the JSON Pointer (``/data/amount``) of the first failure.
@@ -341,38 +380,58 @@ def _fingerprint(event_type: str, data: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _claim(
-    session: Session,
+def _claim_statement(session: Session, values: list[dict[str, Any]]) -> Any:
+    """INSERT the publication rows unless their (organization, key) pair exists, returning
+    the event ids inserted. On PostgreSQL a concurrent insert of the same pair waits for
+    the other transaction, then inserts nothing if it committed."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    pair = ["org_id", "idempotency_key"]
+    statement: Any
+    if session.get_bind().dialect.name == "postgresql":
+        statement = postgresql.insert(EventPublication).values(values)
+    else:
+        statement = sqlite.insert(EventPublication).values(values)
+    return statement.on_conflict_do_nothing(index_elements=pair).returning(
+        EventPublication.event_id
+    )
+
+
+def _claim_values(
     org_id: str,
     key: str,
     event_id: str,
     event_type: str,
     digest: str,
+    message_ids: list[str],
     now: datetime,
-) -> bool:
-    """Insert the publication row unless the (organization, key) pair exists; return
-    whether this call inserted it. On PostgreSQL a concurrent insert of the same pair waits
-    for the other transaction and then inserts nothing if it committed."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    values = {
+) -> dict[str, Any]:
+    return {
         "event_id": event_id,
         "org_id": org_id,
         "idempotency_key": key,
         "event_type": event_type,
         "request_hash": digest,
-        "message_ids": {"ids": []},
+        "message_ids": {"ids": message_ids},
         "created_at": now,
     }
-    pair = ["org_id", "idempotency_key"]
-    statement: Any
-    if session.get_bind().dialect.name == "postgresql":
-        statement = postgresql.insert(EventPublication).values(values)
-        statement = statement.on_conflict_do_nothing(index_elements=pair)
-    else:
-        statement = sqlite.insert(EventPublication).values(values)
-        statement = statement.on_conflict_do_nothing(index_elements=pair)
-    return session.execute(statement.returning(EventPublication.event_id)).scalar() is not None
+
+
+def _claim(session: Session, prepared: Prepared, now: datetime) -> bool:
+    """Claim one event's (organization, key) pair; return whether this call inserted it."""
+    return bool(_claim_many(session, [prepared], now))
+
+
+def _claim_many(session: Session, prepared: list[Prepared], now: datetime) -> set[str]:
+    """Claim the keys of prepared events in one statement; return the event ids that got
+    theirs (a key repeated in the list goes to its first event)."""
+    if not prepared:
+        return set()
+    values = [
+        _claim_values(p.org_id, p.key or "", p.event_id, p.event_type, p.digest, p.message_ids, now)
+        for p in prepared
+    ]
+    return set(session.execute(_claim_statement(session, values)).scalars())
 
 
 def _earlier(session: Session, org_id: str, key: str) -> EventPublication | None:
@@ -381,6 +440,174 @@ def _earlier(session: Session, org_id: str, key: str) -> EventPublication | None
         .where(EventPublication.org_id == org_id, EventPublication.idempotency_key == key)
         .execution_options(populate_existing=True)
     ).scalar_one_or_none()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An event checked and turned into its outbox rows, not yet written."""
+
+    event_id: str
+    org_id: str
+    event_type: str
+    key: str | None
+    digest: str
+    rows: list[dict[str, Any]]
+
+    @property
+    def message_ids(self) -> list[str]:
+        return [r["id"] for r in self.rows]
+
+
+class Publisher:
+    """Publishes events in the caller's transaction, many at a time.
+
+    Each event type, organization and list of subscribed endpoints is looked up once per
+    publisher (they cannot change under the caller's transaction, except by the caller),
+    and the messages are written together by `flush`, which the caller runs before it
+    commits. An event `publish` refuses raises before it writes anything, so the
+    transaction may go on with the others.
+    """
+
+    def __init__(self, session: Session, *, now: datetime | None = None) -> None:
+        self.session = session
+        self.now = resolve(now)
+        self._resolved: dict[tuple[str, str], tuple[TypeSpec, OrgRef, list[str]]] = {}
+        self._rows: list[dict[str, Any]] = []
+
+    def _resolve(self, org: object, event_type: object) -> tuple[TypeSpec, OrgRef, list[str]]:
+        """Return the type, the organization and its subscribed endpoints, in one query
+        (or raise UnknownEventType / UnknownOrganization)."""
+        known = (
+            self._resolved.get((org, event_type))
+            if isinstance(org, str) and isinstance(event_type, str)
+            else None
+        )
+        if known is not None:
+            return known
+        rows: list[Any] = []
+        if (
+            isinstance(org, str)
+            and isinstance(event_type, str)
+            and 0 < len(org) <= 100
+            and len(event_type) <= MAX_EVENT_NAME
+        ):
+            t, o, e = _TYPES, _ORGS, _ENDPOINTS
+            rows = list(
+                self.session.connection()
+                .execute(
+                    select(t.c.name, t.c.data_schema, o.c.id, o.c.name, e.c.id, e.c.event_types)
+                    .select_from(
+                        t.join(o, or_(o.c.id == org, o.c.name == org)).outerjoin(
+                            e, and_(e.c.org_id == o.c.id, e.c.enabled.is_(True))
+                        )
+                    )
+                    .where(t.c.name == event_type)
+                )
+                .all()
+            )
+        if not rows:  # say which is missing
+            _event_type(self.session, event_type)
+            _organization(self.session, org)
+            raise AssertionError("unreachable: both exist but the join found nothing")
+        matched = {r[2] for r in rows}  # one organization by id, one by name, or the same
+        org_id = org if org in matched else matched.pop()
+        rows = [r for r in rows if r[2] == org_id]
+        first = rows[0]
+        targets = sorted(
+            r[4] for r in rows if r[4] is not None and first[0] in (r[5] or {}).get("types", ())
+        )
+        resolved = (TypeSpec(first[0], first[1]), OrgRef(first[2], first[3]), targets)
+        assert isinstance(org, str) and isinstance(event_type, str)
+        self._resolved[(org, event_type)] = resolved
+        return resolved
+
+    def prepare(
+        self, org: str, event_type: str, data: object, idempotency_key: str | None = None
+    ) -> Prepared:
+        """Check one event and build its messages, writing nothing (see `publish_event` for
+        what it checks and raises)."""
+        row, organization, targets = self._resolve(org, event_type)
+        payload = check_data(row, data)
+        key = None if idempotency_key is None else check_idempotency_key(idempotency_key)
+        event_id = new_id("evt")
+        try:
+            body = outbox.envelope(event_id, row.name, organization, payload, self.now)
+        except ValidationError as exc:
+            raise InvalidEventData(f"/data: {exc.message}") from None
+        rows = outbox.message_rows(organization.id, row.name, event_id, body, targets, now=self.now)
+        digest = _fingerprint(row.name, payload) if key is not None else ""
+        return Prepared(event_id, organization.id, row.name, key, digest, rows)
+
+    def publish(
+        self, org: str, event_type: str, data: object, *, idempotency_key: str | None = None
+    ) -> Published:
+        """Queue one event (see `publish_event` for what it checks and raises)."""
+        return self._settle(self.prepare(org, event_type, data, idempotency_key))
+
+    def publish_many(self, requests: list[dict[str, Any]]) -> list[Published | CoreError]:
+        """Queue many events (`{"org", "type", "data", "idempotency_key"?}` each); return
+        for each its publication or the CoreError that refused it (which wrote nothing).
+
+        The idempotency keys of the batch are claimed with one statement, in one order
+        (organization, key) in every batch, so concurrent batches never wait for each
+        other's keys in a cycle; a key already taken is then settled on its own.
+        """
+        results: list[Published | CoreError | None] = [None] * len(requests)
+        prepared: dict[int, Prepared] = {}
+        for i, body in enumerate(requests):
+            try:
+                prepared[i] = self.prepare(
+                    body["org"], body["type"], body["data"], body.get("idempotency_key")
+                )
+            except CoreError as exc:
+                results[i] = exc
+        keyed = sorted(
+            (i for i, p in prepared.items() if p.key is not None),
+            key=lambda i: (prepared[i].org_id, prepared[i].key),
+        )
+        claimed = _claim_many(self.session, [prepared[i] for i in keyed], self.now)
+        for i, p in prepared.items():
+            if p.key is None or p.event_id in claimed:
+                self._rows += p.rows
+                results[i] = Published(p.event_id, p.message_ids)
+            else:
+                try:
+                    results[i] = self._settle(p)
+                except CoreError as exc:
+                    results[i] = exc
+        assert all(r is not None for r in results)
+        return cast(list[Published | CoreError], results)
+
+    def _settle(self, p: Prepared) -> Published:
+        """Queue a prepared event; with a key, claim it, or answer the earlier publication."""
+        session, now = self.session, self.now
+        if p.key is None:
+            self._rows += p.rows
+            return Published(p.event_id, p.message_ids)
+        for _ in range(2):
+            if _claim(session, p, now):
+                self._rows += p.rows
+                return Published(p.event_id, p.message_ids)
+            earlier = _earlier(session, p.org_id, p.key)
+            if earlier is None:
+                continue  # removed since the insert saw it: claim again
+            if earlier.created_at > now - IDEMPOTENCY_WINDOW:
+                if earlier.request_hash != p.digest:
+                    raise IdempotencyConflict(
+                        "this idempotency_key was used in the last 24 hours for another event "
+                        "(a different type or data): use a new key"
+                    )
+                return Published(earlier.event_id, list(earlier.message_ids["ids"]), duplicate=True)
+            # Expired: the key may publish again. Remove the old row (only it) and claim.
+            session.execute(
+                delete(EventPublication).where(EventPublication.event_id == earlier.event_id)
+            )
+        raise IdempotencyConflict("this idempotency_key is being used by another request; retry")
+
+    def flush(self) -> None:
+        """Write the queued messages (one statement); call before the transaction commits."""
+        rows, self._rows = self._rows, []
+        outbox.write(self.session, rows)
 
 
 def publish_event(
@@ -401,44 +628,10 @@ def publish_event(
     a secret-named field, a bad key), or IdempotencyConflict when the key was used for
     another type or data.
     """
-    now = resolve(now)
-    row = _event_type(session, event_type)
-    organization = _organization(session, org)
-    payload = check_data(row, data)
-    key = None if idempotency_key is None else check_idempotency_key(idempotency_key)
-    event_id = new_id("evt")
-    try:
-        body = outbox.envelope(event_id, row.name, organization, payload, now)
-    except ValidationError as exc:
-        raise InvalidEventData(f"/data: {exc.message}") from None
-    if key is None:
-        ids = outbox.queue(session, organization.id, row.name, event_id, body, now=now)
-        return Published(event_id, ids)
-    digest = _fingerprint(row.name, payload)
-    for _ in range(2):
-        if _claim(session, organization.id, key, event_id, row.name, digest, now):
-            ids = outbox.queue(session, organization.id, row.name, event_id, body, now=now)
-            session.execute(
-                update(EventPublication)
-                .where(EventPublication.event_id == event_id)
-                .values(message_ids={"ids": ids})
-            )
-            return Published(event_id, ids)
-        earlier = _earlier(session, organization.id, key)
-        if earlier is None:
-            continue  # removed since the insert saw it: claim again
-        if earlier.created_at > now - IDEMPOTENCY_WINDOW:
-            if earlier.request_hash != digest:
-                raise IdempotencyConflict(
-                    "this idempotency_key was used in the last 24 hours for another event "
-                    "(a different type or data): use a new key"
-                )
-            return Published(earlier.event_id, list(earlier.message_ids["ids"]), duplicate=True)
-        # Expired: the key may publish again. Remove the old row (only that one) and claim.
-        session.execute(
-            delete(EventPublication).where(EventPublication.event_id == earlier.event_id)
-        )
-    raise IdempotencyConflict("this idempotency_key is being used by another request; retry")
+    publisher = Publisher(session, now=now)
+    published = publisher.publish(org, event_type, data, idempotency_key=idempotency_key)
+    publisher.flush()
+    return published
 
 
 def prune_publications(session: Session, *, now: datetime | None = None) -> int:
