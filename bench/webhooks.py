@@ -269,6 +269,7 @@ def intake_bench(
         "Content-Type": "application/json",
     }
     run_id = secrets.token_hex(4)
+    keys_used = iter(range(10**9))  # every keyed event gets a new key, across rounds
 
     def whoami(_i: int) -> tuple[str, str, dict[str, str], bytes | None]:
         return "GET", "/v1/whoami", whoami_headers, None
@@ -282,7 +283,7 @@ def intake_bench(
             "org": org_id,
             "type": EVENT,
             "data": {"n": i, "pad": pad},
-            "idempotency_key": f"{run_id}-{i}",
+            "idempotency_key": f"{run_id}-{next(keys_used)}",
         }
         return "POST", "/v1/events", event_headers, json.dumps(body).encode()
 

@@ -402,3 +402,10 @@ def test_a_batch_publishes_each_event_or_refuses_it_alone(
     assert message_count(session) == 3  # b, a (once) and the plain one
     again = publish(session, org.id, VALID, idempotency_key="b", now=now)
     assert again.duplicate and again.message_ids == outcomes[0].message_ids  # type: ignore[union-attr]
+    with session.begin():
+        publisher = catalog.Publisher(session, now=now + timedelta(hours=1))
+        later = publisher.publish_many([requests[0], requests[4], requests[6]])
+        publisher.flush()
+    assert [type(o).__name__ for o in later] == ["Published", "IdempotencyConflict", "Published"]
+    assert later[0].duplicate and later[0].event_id == outcomes[0].event_id  # type: ignore[union-attr]
+    assert message_count(session) == 4  # only the unkeyed one is new

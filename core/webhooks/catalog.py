@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, and_, delete, or_, select
+from sqlalchemy import Table, and_, delete, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from core import outbox, validation
@@ -422,6 +422,32 @@ def _claim(session: Session, prepared: Prepared, now: datetime) -> bool:
     return bool(_claim_many(session, [prepared], now))
 
 
+def _repeat(earlier: EventPublication, p: Prepared) -> Published:
+    """Answer a repeated key with its earlier publication; raise IdempotencyConflict when
+    the earlier one was another type or other data."""
+    if earlier.request_hash != p.digest:
+        raise IdempotencyConflict(
+            "this idempotency_key was used in the last 24 hours for another event "
+            "(a different type or data): use a new key"
+        )
+    return Published(earlier.event_id, list(earlier.message_ids["ids"]), duplicate=True)
+
+
+def _earlier_many(
+    session: Session, prepared: list[Prepared]
+) -> dict[tuple[str, str | None], EventPublication]:
+    """Return the publications holding these events' keys, by (organization, key)."""
+    if not prepared:
+        return {}
+    pairs = [(p.org_id, p.key) for p in prepared]
+    rows = session.execute(
+        select(EventPublication)
+        .where(tuple_(EventPublication.org_id, EventPublication.idempotency_key).in_(pairs))
+        .execution_options(populate_existing=True)
+    ).scalars()
+    return {(r.org_id, r.idempotency_key): r for r in rows}
+
+
 def _claim_many(session: Session, prepared: list[Prepared], now: datetime) -> set[str]:
     """Claim the keys of prepared events in one statement; return the event ids that got
     theirs (a key repeated in the list goes to its first event)."""
@@ -566,15 +592,21 @@ class Publisher:
             key=lambda i: (prepared[i].org_id, prepared[i].key),
         )
         claimed = _claim_many(self.session, [prepared[i] for i in keyed], self.now)
+        taken = [prepared[i] for i in keyed if prepared[i].event_id not in claimed]
+        earlier = _earlier_many(self.session, taken)
         for i, p in prepared.items():
             if p.key is None or p.event_id in claimed:
                 self._rows += p.rows
                 results[i] = Published(p.event_id, p.message_ids)
-            else:
-                try:
-                    results[i] = self._settle(p)
-                except CoreError as exc:
-                    results[i] = exc
+                continue
+            try:
+                found = earlier.get((p.org_id, p.key))
+                if found is not None and found.created_at > self.now - IDEMPOTENCY_WINDOW:
+                    results[i] = _repeat(found, p)
+                else:
+                    results[i] = self._settle(p)  # expired or gone since: claim on its own
+            except CoreError as exc:
+                results[i] = exc
         assert all(r is not None for r in results)
         return cast(list[Published | CoreError], results)
 
@@ -592,12 +624,7 @@ class Publisher:
             if earlier is None:
                 continue  # removed since the insert saw it: claim again
             if earlier.created_at > now - IDEMPOTENCY_WINDOW:
-                if earlier.request_hash != p.digest:
-                    raise IdempotencyConflict(
-                        "this idempotency_key was used in the last 24 hours for another event "
-                        "(a different type or data): use a new key"
-                    )
-                return Published(earlier.event_id, list(earlier.message_ids["ids"]), duplicate=True)
+                return _repeat(earlier, p)
             # Expired: the key may publish again. Remove the old row (only it) and claim.
             session.execute(
                 delete(EventPublication).where(EventPublication.event_id == earlier.event_id)
