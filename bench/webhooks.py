@@ -1,6 +1,8 @@
-"""Webhook delivery: deliveries/s and commit-to-receipt latency, 1 and 4 workers, PostgreSQL.
+"""Webhook delivery and event intake, PostgreSQL: deliveries/s and commit-to-receipt latency
+with 1 and 4 workers; events accepted per second over HTTP beside /v1/whoami.
 
     python bench/webhooks.py [--quick] [--rounds N] [--pg postgresql+psycopg://…/postgres]
+    python bench/webhooks.py --events-only [--quick]   # only the HTTP intake part
 
 A receiver (a separate process, answering 200 at once) gets:
   1. bare POSTs of the same body from aiohttp (the baseline, 64 in flight) and, once,
@@ -9,7 +11,13 @@ A receiver (a separate process, answering 200 at once) gets:
      rounds of a burst of N events made due by one commit (throughput: that commit → last
      receipt), each with bare aiohttp POSTs just before and after it, so every ratio
      compares figures taken seconds apart; then a paced stream (commit → receipt p50/p99
-     when the receiver answers at once).
+     when the receiver answers at once);
+  3. one `python -m core serve` process taking `POST /v1/events` (a registered type with a
+     JSON Schema, one subscribed endpoint, so every event writes one outbox message) in
+     rounds alternating with `GET /v1/whoami` (an API key, cached after the first call)
+     from the same aiohttp client, the same number of connections: events accepted per
+     second and their ratio to whoami requests per second, round by round; then the same
+     with an idempotency key on every event.
 """
 
 from __future__ import annotations
@@ -20,13 +28,16 @@ import json
 import os
 import secrets
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 # Run as a script, bench/ comes first on the path, and bench/http.py would shadow http.
@@ -38,14 +49,20 @@ from sqlalchemy.orm import Session  # noqa: E402
 from core import webhooks  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.db import make_engine, migrate  # noqa: E402
-from core.events import register_event_type  # noqa: E402
+from core.keys import service as keys  # noqa: E402
 from core.orgs import service as orgs  # noqa: E402
 from core.orgs.permissions import Actor  # noqa: E402
-from core.webhooks import emit  # noqa: E402
+from core.webhooks import catalog, emit  # noqa: E402
 from core.webhooks.config import WebhookConfig  # noqa: E402
 from core.webhooks.models import MessageStatus, WebhookMessage  # noqa: E402
 
-EVENT = register_event_type("bench.tick", "benchmark event")
+EVENT = "bench.tick"
+EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["n"],
+    "properties": {"n": {"type": "integer", "minimum": 0}, "pad": {"type": "string"}},
+}
+SERVICE_TOKEN = "bench-service-token-" + secrets.token_hex(8)
 BODY = json.dumps({"id": "evt_x", "type": EVENT, "data": {"n": 1, "pad": "x" * 200}}).encode()
 
 
@@ -188,10 +205,139 @@ def burst_round(engine, org_id: str, n: int, pids: list[int], receiver_pid: int)
     return ids, t0, cpu_ms
 
 
+async def _hammer(
+    url: str, make: Any, seconds: float, connections: int
+) -> tuple[float, int, Counter[int]]:
+    """Send requests made by `make(i)` -> (method, path, headers, body) on `connections`
+    keep-alive connections for `seconds`; return (requests/s, requests, statuses)."""
+    import aiohttp
+
+    statuses: Counter[int] = Counter()
+    sent = 0
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(url, connector=connector) as session:
+        stop = time.perf_counter() + seconds
+
+        async def one_connection() -> None:
+            nonlocal sent
+            while time.perf_counter() < stop:
+                method, path, headers, body = make(sent)
+                sent += 1
+                async with session.request(method, path, headers=headers, data=body) as resp:
+                    await resp.read()
+                    statuses[resp.status] += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one_connection() for _ in range(connections)))
+        elapsed = time.perf_counter() - start
+    done = sum(statuses.values())
+    return done / elapsed, done, statuses
+
+
+def start_serve(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env={**env, "INTEGRATION_SERVICE_TOKEN": SERVICE_TOKEN},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("serve did not start")
+
+
+def intake_bench(
+    engine, env: dict[str, str], org_id: str, key: str, rounds: int, seconds: float
+) -> None:  # type: ignore[no-untyped-def]
+    """Events accepted per second over HTTP beside whoami requests per second (one serve)."""
+    connections = 64
+    pad = "x" * 200
+    whoami_headers = {"Authorization": f"x-api-key {key}"}
+    event_headers = {
+        "Authorization": f"Bearer {SERVICE_TOKEN}",
+        "Content-Type": "application/json",
+    }
+    run_id = secrets.token_hex(4)
+    keys_used = iter(range(10**9))  # every keyed event gets a new key, across rounds
+
+    def whoami(_i: int) -> tuple[str, str, dict[str, str], bytes | None]:
+        return "GET", "/v1/whoami", whoami_headers, None
+
+    def event(i: int) -> tuple[str, str, dict[str, str], bytes | None]:
+        body = {"org": org_id, "type": EVENT, "data": {"n": i, "pad": pad}}
+        return "POST", "/v1/events", event_headers, json.dumps(body).encode()
+
+    def keyed(i: int) -> tuple[str, str, dict[str, str], bytes | None]:
+        body = {
+            "org": org_id,
+            "type": EVENT,
+            "data": {"n": i, "pad": pad},
+            "idempotency_key": f"{run_id}-{next(keys_used)}",
+        }
+        return "POST", "/v1/events", event_headers, json.dumps(body).encode()
+
+    with Session(engine) as s:
+        before = s.execute(select(func.count()).select_from(WebhookMessage)).scalar_one()
+    serve, url = start_serve(env)
+    try:
+        asyncio.run(_hammer(url, whoami, 1, connections))  # warm-up: key cached, imports
+        asyncio.run(_hammer(url, event, 1, connections))
+        results: dict[str, list[float]] = {"whoami": [], "events": [], "keyed": []}
+        accepted = 0
+        bad: Counter[int] = Counter()
+        # Alternate so each ratio compares figures taken seconds apart (the machine drifts).
+        for _ in range(rounds):
+            for name, make in (("whoami", whoami), ("events", event), ("keyed", keyed)):
+                rate, _n, statuses = asyncio.run(_hammer(url, make, seconds, connections))
+                results[name].append(rate)
+                ok = 200 if name == "whoami" else 202
+                bad.update({k: v for k, v in statuses.items() if k != ok})
+                accepted += statuses[ok] if name != "whoami" else 0
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(30)
+    with Session(engine) as s:
+        written = s.execute(select(func.count()).select_from(WebhookMessage)).scalar_one()
+    warmup_and_rounds = written - before
+    print(
+        f"\nevent intake, one serve process, {connections} connections, {rounds} rounds of "
+        f"{seconds:g} s each, alternating"
+    )
+    print(f"{'':26} {'req/s (median)':>14} {'× whoami':>9}  per round")
+    w = results["whoami"]
+    print(
+        f"{'GET /v1/whoami (baseline)':26} {statistics.median(w):14.0f} {1:9.2f}  "
+        + ", ".join(f"{x:.0f}" for x in w)
+    )
+    for name, label in (("events", "POST /v1/events"), ("keyed", "  with idempotency_key")):
+        r = results[name]
+        ratios = [a / b for a, b in zip(r, w, strict=True)]
+        print(
+            f"{label:26} {statistics.median(r):14.0f} {statistics.median(ratios):9.2f}  "
+            + ", ".join(f"{x:.0f} ({q:.2f})" for x, q in zip(r, ratios, strict=True))
+        )
+    print(
+        f"accepted in the rounds: {accepted:,}; outbox messages written in the whole part "
+        f"(warm-up included): {warmup_and_rounds:,}; other statuses: {dict(bad) or 'none'}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5, quick 2)")
+    parser.add_argument("--events-only", action="store_true", help="only the HTTP intake part")
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     burst = 1000 if args.quick else 4000
@@ -230,14 +376,25 @@ def main() -> None:
             ),
         }
         config = WebhookConfig.from_env(Settings(data_dir=tmp, database_url=url), env)
-        with Session(engine) as s, s.begin():
+        with Session(engine, expire_on_commit=False) as s, s.begin():
             org, user = orgs.create_organization(s, "Bench", "bench@bench.test", "bench-passw0rd")
-            webhooks.create_endpoint(
-                s, org.id, Actor.user(user.id, user.email), url=hook, events=EVENT, config=config
-            )
+            admin_actor = Actor.user(user.id, user.email)
+            catalog.register_event_type(s, EVENT, "benchmark event", schema=EVENT_SCHEMA)
+            webhooks.create_endpoint(s, org.id, admin_actor, url=hook, events=EVENT, config=config)
+            api_key = keys.create_key(
+                s,
+                org.id,
+                admin_actor,
+                name="bench",
+                expires="30",
+                pepper=Settings(data_dir=tmp, database_url=url).pepper,
+            ).key
             org_id = org.id
 
         print(f"PostgreSQL, {os.cpu_count()} cores shared with the receiver and producer")
+        if args.events_only:
+            intake_bench(engine, env, org_id, api_key, rounds, 2.0 if args.quick else 4.0)
+            return
         httpx_rate = asyncio.run(bare_posts("httpx", hook, bare_n // 6))
         # The machine's speed drifts by tens of percent from minute to minute, so each
         # round measures the baseline right before and after each burst: the ratio of a
@@ -316,6 +473,7 @@ def main() -> None:
             f"beside bare POSTs just before and after it; paced stream {paced_seconds}s at "
             "200/s (1 worker) and 400/s (4 workers)"
         )
+        intake_bench(engine, env, org_id, api_key, rounds, 2.0 if args.quick else 4.0)
     finally:
         for w in workers:
             w.kill()

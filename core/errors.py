@@ -2,8 +2,12 @@
 
     CoreError                      code
     ├── ValidationError            invalid_input         input refused; message says what is allowed
+    │   ├── UnknownEventType       unknown_event_type    not a registered platform event type
+    │   └── InvalidEventData       invalid_event_data    event data fails its type's JSON Schema
     ├── NotFound                   not_found             not in any organization you belong to
+    │   └── UnknownOrganization    unknown_organization  no organization has that id or name
     ├── Conflict                   conflict              the object's state forbids the change
+    │   └── IdempotencyConflict    idempotency_conflict  key reused (24 h) for another event
     ├── PermissionDenied           permission_denied     role lacks a permission (names it)
     ├── AuthenticationFailed       authentication_failed sign-in refused (bad email or password)
     ├── RateLimited                rate_limited          too many attempts; retry_after seconds
@@ -37,12 +41,40 @@ class ValidationError(CoreError):
         self.field = field
 
 
+class UnknownEventType(ValidationError):
+    code = "unknown_event_type"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="type")
+
+
+class InvalidEventData(ValidationError):
+    """`path` is a JSON Pointer into the request (``/data/amount``) naming what failed."""
+
+    code = "invalid_event_data"
+
+    def __init__(self, message: str, *, path: str = "/data") -> None:
+        super().__init__(message, field="data")
+        self.path = path
+
+    def to_dict(self) -> dict[str, str]:
+        return {**super().to_dict(), "path": self.path}
+
+
 class NotFound(CoreError):
     code = "not_found"
 
 
+class UnknownOrganization(NotFound):
+    code = "unknown_organization"
+
+
 class Conflict(CoreError):
     code = "conflict"
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
 
 
 class PermissionDenied(CoreError):

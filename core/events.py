@@ -1,8 +1,8 @@
 """The one catalog of event names, shared by the audit log and webhooks.
 
 Names are `noun.verb` (or `noun.sub.verb`), never sentences, so DuckDB can GROUP BY them.
-`WEBHOOK_EVENTS` is the subset an endpoint may subscribe to; the platform adds its own
-domain events with `register_event_type`.
+`WEBHOOK_EVENTS` is the subset an endpoint may subscribe to; the platform registers its
+own domain event types in the database catalog (`core.webhooks.catalog`).
 """
 
 from __future__ import annotations
@@ -65,25 +65,28 @@ WEBHOOK_EVENTS: tuple[str, ...] = (
     EventType.WEBHOOK_TEST,
 )
 
-_EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){1,3}$")
-_platform_events: dict[str, str] = {}
+_EVENT_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){1,3}")
+MAX_EVENT_NAME = 64
+# The first words of the product's own events: a platform type cannot pose as one of them.
+RESERVED_PREFIXES = frozenset(str(e).split(".", 1)[0] for e in EventType)
 
 
-def register_event_type(name: str, description: str = "") -> str:
-    """Register a platform event type (e.g. ``invoice.paid``) endpoints may subscribe to.
+def check_event_name(name: object) -> str:
+    """Return `name` if it can name a platform event type (e.g. ``invoice.paid``).
 
-    Return the name. Raise ValidationError if it is malformed or clashes with a built-in.
+    Raise ValidationError if it is malformed or in the product's own namespaces
+    (``api_key.``, ``member.``, ``webhook.``, …).
     """
-    if not _EVENT_NAME.match(name) or len(name) > 64:
+    if not isinstance(name, str) or len(name) > MAX_EVENT_NAME or not _EVENT_NAME.fullmatch(name):
         raise ValidationError(
-            f"event type {name!r} must be dot-separated lowercase words, e.g. 'invoice.paid'"
+            f"event type {str(name)[:80]!r} must be 2-4 dot-separated lowercase words of "
+            f"letters, digits and '_' (at most {MAX_EVENT_NAME} characters), e.g. 'invoice.paid'",
+            field="type",
         )
-    if name in EventType._value2member_map_:
-        raise ValidationError(f"event type {name!r} is built in")
-    _platform_events[name] = description
+    if name.split(".", 1)[0] in RESERVED_PREFIXES:
+        raise ValidationError(
+            f"event type {name!r} is in the product's own namespace "
+            f"({', '.join(sorted(p + '.*' for p in RESERVED_PREFIXES))})",
+            field="type",
+        )
     return name
-
-
-def subscribable_events() -> list[str]:
-    """Return every event type an endpoint may subscribe to: built-ins, then the platform's."""
-    return [str(e) for e in WEBHOOK_EVENTS] + sorted(_platform_events)

@@ -11,7 +11,13 @@ from core.sessions.models import (
     SigninBurst,
     SigninThrottle,
 )
-from core.webhooks.models import WebhookAttempt, WebhookEndpoint, WebhookMessage
+from core.webhooks.models import (
+    EventPublication,
+    EventTypeDef,
+    WebhookAttempt,
+    WebhookEndpoint,
+    WebhookMessage,
+)
 
 __all__ = [
     "Alert",
@@ -19,6 +25,8 @@ __all__ = [
     "AuditCheckpoint",
     "AuditEvent",
     "ConsoleSession",
+    "EventPublication",
+    "EventTypeDef",
     "Handoff",
     "Invitation",
     "KeyChange",

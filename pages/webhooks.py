@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core.events import subscribable_events
+from core.events import WEBHOOK_EVENTS
 from core.orgs.permissions import Permission
 from pages import _alerts, _ui
 
@@ -28,12 +28,13 @@ if webhooks is None:
         icon="🪝",
     )
     st.markdown("**Events you will be able to subscribe to**")
-    st.markdown("\n".join(f"- `{e}`" for e in subscribable_events()))
+    st.markdown("\n".join(f"- `{e}`" for e in WEBHOOK_EVENTS))
     st.stop()
 
 config = _alerts.webhook_config(ctx)
 manage = ctx.can(Permission.WEBHOOKS_MANAGE)
-EVENTS = subscribable_events()
+with ctx.reader() as s:
+    EVENTS = webhooks.subscribable_events(s)  # built-ins, then the platform's catalog
 
 
 def _close() -> None:

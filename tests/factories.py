@@ -10,8 +10,10 @@ from sqlalchemy.orm import Session
 
 from core.orgs import service as orgs
 from core.orgs.permissions import Actor
+from core.webhooks import catalog
 
 PASSWORD = "correct-horse-42"
+PLATFORM_EVENT = "invoice.paid"
 
 
 @dataclass
@@ -50,3 +52,12 @@ def make_org(session: Session, name: str = "Acme", *, now: datetime | None = Non
     return OrgFixture(
         org.id, org.name, admin_actor, people["member"], people["auditor"], people["member2"]
     )
+
+
+def register_platform_event(
+    session: Session, name: str = PLATFORM_EVENT, *, schema: dict[str, object] | None = None
+) -> str:
+    """Register a platform event type in the catalog (no schema unless given); commit it."""
+    with session.begin():
+        catalog.register_event_type(session, name, "an invoice was paid", schema=schema)
+    return name

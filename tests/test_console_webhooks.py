@@ -162,3 +162,20 @@ def test_edit_then_delete_an_endpoint(
     assert "Endpoint deleted" in texts(at, "toast")
     assert _endpoints(console, org) == []
     assert "No webhook endpoints yet" in everything(at)
+
+
+def test_the_platforms_registered_event_types_are_offered_for_subscription(
+    console: Console, org: OrgFixture, receiver: Receiver
+) -> None:
+    with Session(console.engine) as s, s.begin():
+        webhooks.register_event_type(s, "invoice.paid", "an invoice was paid")
+    at = console.signed_in("admin@acme.test", "Webhooks")
+    button(at, "Add endpoint").click().run()
+    events = at.multiselect(key="wh_events")
+    assert "invoice.paid" in events.options and "api_key.revoked" in events.options
+    at.text_input(key="wh_url").input(receiver.url)
+    events.set_value(["invoice.paid"])
+    _submit(at)
+    assert_clean(at)
+    (endpoint,) = _endpoints(console, org)
+    assert endpoint.events == ["invoice.paid"]

@@ -16,8 +16,7 @@ from core.webhooks.config import WebhookConfig
 from core.webhooks.egress import refusal_reason, validate_url
 from core.webhooks.models import WebhookAttempt
 from tests._webhook_receiver import Receiver, webhook_config
-from tests.factories import make_org
-from tests.test_webhooks_delivery import PLATFORM_EVENT
+from tests.factories import PLATFORM_EVENT, make_org, register_platform_event
 
 REFUSED = [
     ("127.0.0.1", "loopback"),
@@ -95,6 +94,7 @@ def _deliver_to(
     now: datetime,
 ) -> WebhookAttempt:
     strict, loose = cfgs
+    register_platform_event(session)
     org = make_org(session, now=now - timedelta(days=1))
     with session.begin():
         webhooks.create_endpoint(

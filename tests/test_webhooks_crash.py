@@ -22,8 +22,7 @@ from core.webhooks import emit
 from core.webhooks.config import WebhookConfig
 from core.webhooks.models import MessageStatus, WebhookAttempt, WebhookMessage
 from tests._webhook_receiver import Receiver, Reply
-from tests.factories import make_org
-from tests.test_webhooks_delivery import PLATFORM_EVENT
+from tests.factories import PLATFORM_EVENT, make_org, register_platform_event
 
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGES = 2000
@@ -46,6 +45,7 @@ def test_every_message_arrives_when_a_worker_is_killed_mid_run(
         "INTEGRATION_WEBHOOK_ENDPOINT_CONCURRENCY": "32",
     }
     config = WebhookConfig.from_env(settings, env)
+    register_platform_event(session)
     org = make_org(session)
     with Receiver(lambda _r, _i: Reply(200, delay=0.01)) as receiver:
         with session.begin():

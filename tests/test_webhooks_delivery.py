@@ -18,15 +18,13 @@ from core import webhooks
 from core.audit.models import AuditEvent
 from core.clock import utcnow
 from core.errors import Conflict, NotFound
-from core.events import EventType, register_event_type
+from core.events import EventType
 from core.keys import service as keys
 from core.webhooks import deliver_due, emit
 from core.webhooks.config import WebhookConfig
 from core.webhooks.models import MessageStatus, WebhookAttempt, WebhookEndpoint, WebhookMessage
 from tests._webhook_receiver import Received, Receiver, Reply, webhook_config
-from tests.factories import OrgFixture, make_org
-
-PLATFORM_EVENT = register_event_type("invoice.paid", "an invoice was paid")
+from tests.factories import PLATFORM_EVENT, OrgFixture, make_org, register_platform_event
 
 
 @pytest.fixture
@@ -36,6 +34,7 @@ def cfg() -> WebhookConfig:
 
 @pytest.fixture
 def org(session: Session, now: datetime) -> OrgFixture:
+    register_platform_event(session)
     return make_org(session, now=now - timedelta(days=1))
 
 
@@ -90,7 +89,8 @@ def test_standardwebhooks_library_verifies_our_signature(
     got = receiver.requests[0]
     payload = Webhook(secret).verify(got.body, got.headers)
     assert payload["type"] == PLATFORM_EVENT
-    assert set(payload) == {"id", "type", "created_at", "org", "data"}
+    assert set(payload) == {"id", "type", "timestamp", "created_at", "org", "data"}
+    assert payload["timestamp"] == payload["created_at"]  # the former name, kept one release
     assert payload["data"] == {"invoice_id": "inv_0"}
     assert got.headers["webhook-id"].startswith("msg_")
     with pytest.raises(WebhookVerificationError):

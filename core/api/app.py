@@ -2,6 +2,7 @@
 
     GET  /v1/whoami        protected by ApiKeyMiddleware; answers the principal
     POST /v1/keys/verify   protected by the service token; answers the verdict (HTTP 200)
+    POST /v1/events        protected by the service token; publishes a platform event (202)
     GET  /healthz          unauthenticated; usage counters (overflow) and feed state
     GET  /openapi.json     unauthenticated; the OpenAPI document
 
@@ -22,6 +23,7 @@ from sqlalchemy import Engine
 
 from core import db
 from core.api.config import ServiceConfig
+from core.api.events import EVENTS_PATH, EventsRoute
 from core.api.openapi import DOCUMENT
 from core.auth.asgi import (
     ApiKeyMiddleware,
@@ -43,10 +45,11 @@ log = logging.getLogger("core.api")
 
 MAX_BODY = 8192
 VERIFY_PATH = "/v1/keys/verify"
-PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", VERIFY_PATH})
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", VERIFY_PATH, EVENTS_PATH})
 _ROUTES = {
     "/v1/whoami": "GET",
     VERIFY_PATH: "POST",
+    EVENTS_PATH: "POST",
     "/healthz": "GET",
     "/openapi.json": "GET",
 }
@@ -72,8 +75,10 @@ class ServiceApp:
         recorder: UsageRecorder | None = None,
         feed: FeedFollower | None = None,
         engines: tuple[Engine, ...] = (),
+        events: EventsRoute | None = None,
     ) -> None:
         self.verifier = verifier
+        self.events = events
         self.config = config
         self.recorder = recorder
         self.feed = feed
@@ -144,6 +149,8 @@ class ServiceApp:
             await _answer(scope, send, 200, json.dumps(principal.to_dict()).encode())
         elif path == VERIFY_PATH:
             await self._verify(scope, receive, send)
+        elif path == EVENTS_PATH:
+            await self._events(scope, receive, send)
         elif path == "/healthz":
             await send_json(send, 200, json.dumps(self.health()).encode())
         else:
@@ -223,6 +230,15 @@ class ServiceApp:
                 host,
             )
 
+    # -- POST /v1/events ------------------------------------------------------------------------
+
+    async def _events(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.events is None:
+            body = error_json("events_disabled", "Publishing events is off on this service.")
+            await send_json(send, 503, body)
+            return
+        await self.events(scope, receive, send)
+
 
 def _answer(
     scope: Scope, send: Send, status: int, body: bytes, extra: Iterable[tuple[bytes, bytes]] = ()
@@ -283,7 +299,14 @@ def build_app(
             interval=config.usage_interval,
             batch_size=config.usage_batch,
         )
-    service = ServiceApp(verifier, config, recorder=recorder, feed=feed, engines=(reader, writer))
+    service = ServiceApp(
+        verifier,
+        config,
+        recorder=recorder,
+        feed=feed,
+        engines=(reader, writer),
+        events=EventsRoute(writer, config),
+    )
     return ApiKeyMiddleware(
         service,
         verifier,

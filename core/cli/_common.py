@@ -20,9 +20,12 @@ from core.orgs.permissions import Actor
 
 
 class CommandError(Exception):
-    def __init__(self, message: str) -> None:
+    """A command refused its arguments or input (not a `core` error); `code` for --json."""
+
+    def __init__(self, message: str, *, code: str = "invalid_arguments") -> None:
         super().__init__(message)
         self.message = message
+        self.code = code
 
 
 @functools.cache
@@ -51,8 +54,11 @@ def actor(s: Session, email: str | None) -> Actor:
     return users.actor_for(s, email)
 
 
-def add_json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+def add_json_flag(
+    parser: argparse.ArgumentParser,
+    text: str = 'print machine-readable JSON (errors: {"error": {"code", "message"}} on stderr)',
+) -> None:
+    parser.add_argument("--json", action="store_true", help=text)
 
 
 def print_json(value: Any) -> None:

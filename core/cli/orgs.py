@@ -118,6 +118,7 @@ def register(sub: Any) -> None:
         p.set_defaults(handler=cmd_users_disable, disable=name == "disable")
 
     p = sub.add_parser("migrate", help="upgrade the database schema to the newest revision")
+    add_json_flag(p)
     p.set_defaults(handler=cmd_migrate)
 
 
@@ -376,5 +377,9 @@ def cmd_users_disable(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     eng = engine()  # connecting migrates
-    print("schema at revision " + ", ".join(sorted(db.current_revisions(eng))))
+    revisions = sorted(db.current_revisions(eng))
+    if args.json:
+        print_json({"revisions": revisions})
+    else:
+        print("schema at revision " + ", ".join(revisions))
     return 0

@@ -6,7 +6,7 @@ import argparse
 import logging
 from typing import Any
 
-from core.cli._common import CommandError, settings
+from core.cli._common import CommandError, add_json_flag, settings
 
 
 def register(sub: Any) -> None:
@@ -37,6 +37,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--no-usage", action="store_true", help="do not record the usage log")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
+    add_json_flag(p, "a refusal to start is printed as a JSON error; logs stay as they are")
     p.set_defaults(handler=cmd_serve)
 
 

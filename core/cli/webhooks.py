@@ -1,13 +1,16 @@
-"""`webhooks add|list|test|rotate-secret|deliveries|replay`."""
+"""`webhooks add|list|test|rotate-secret|deliveries|replay|recover|enable`."""
 
 from __future__ import annotations
 
 import argparse
 import functools
+import re
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from core import webhooks
 from core.cli._common import (
+    CommandError,
     actor,
     add_json_flag,
     engine,
@@ -64,7 +67,30 @@ def register(sub: Any) -> None:
     p = group.add_parser("replay", help="send one message again")
     p.add_argument("message_id", metavar="MESSAGE_ID")
     p.add_argument("--by", required=True, metavar="EMAIL")
+    add_json_flag(p)
     p.set_defaults(handler=cmd_replay)
+
+    p = group.add_parser(
+        "recover", help="send again every failed message of an endpoint created since a time"
+    )
+    p.add_argument("endpoint_id", metavar="ENDPOINT_ID")
+    p.add_argument(
+        "--since",
+        required=True,
+        metavar="WHEN",
+        help="YYYY-MM-DD (start of the day, UTC), an ISO 8601 time, or <N>h / <N>d ago",
+    )
+    p.add_argument("--by", required=True, metavar="EMAIL")
+    add_json_flag(p)
+    p.set_defaults(handler=cmd_recover)
+
+    p = group.add_parser(
+        "enable", help="enable a disabled endpoint again (its failure run starts over)"
+    )
+    p.add_argument("endpoint_id", metavar="ENDPOINT_ID")
+    p.add_argument("--by", required=True, metavar="EMAIL")
+    add_json_flag(p)
+    p.set_defaults(handler=cmd_enable)
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -157,5 +183,64 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     with session() as s, s.begin():
         message_id = webhooks.replay(s, actor(s, args.by), args.message_id)
-    print(f"Message {message_id} queued for delivery again.")
+    if args.json:
+        print_json({"message_id": message_id, "status": "pending"})
+    else:
+        print(f"Message {message_id} queued for delivery again.")
+    return 0
+
+
+_AGO = re.compile(r"(\d{1,5})([hd])")
+
+
+def parse_since(value: str, now: datetime) -> datetime:
+    """Return the time `value` names: a day (its start, UTC), an ISO 8601 time (UTC when it
+    has no offset), or `<N>h` / `<N>d` before `now`. Raise CommandError otherwise, or for a
+    time in the future."""
+    text = value.strip()
+    ago = _AGO.fullmatch(text)
+    when: datetime
+    if ago:
+        n = int(ago[1])
+        when = now - (timedelta(hours=n) if ago[2] == "h" else timedelta(days=n))
+    else:
+        try:
+            when = (
+                datetime.combine(date.fromisoformat(text), time.min, UTC)
+                if len(text) == 10
+                else datetime.fromisoformat(text)
+            )
+        except ValueError:
+            raise CommandError(
+                f"--since {value!r}: give YYYY-MM-DD, an ISO 8601 time, or <N>h / <N>d"
+            ) from None
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    if when > now:
+        raise CommandError(f"--since {value!r} is in the future")
+    return when
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    since = parse_since(args.since, now)
+    with session() as s, s.begin():
+        count = webhooks.recover(s, actor(s, args.by), args.endpoint_id, since=since, now=now)
+    if args.json:
+        print_json(
+            {"endpoint_id": args.endpoint_id, "since": since.isoformat(), "recovered": count}
+        )
+    else:
+        print(f"{count} failed messages since {since.isoformat()} queued for delivery again.")
+    return 0
+
+
+def cmd_enable(args: argparse.Namespace) -> int:
+    with session() as s, s.begin():
+        view = webhooks.update_endpoint(
+            s, actor(s, args.by), args.endpoint_id, config=config(), enabled=True
+        )
+    if args.json:
+        print_json(view.to_dict())
+    else:
+        print(f"Endpoint {view.id} → {view.url} is enabled.")
     return 0

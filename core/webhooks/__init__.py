@@ -1,45 +1,96 @@
 """Webhooks: endpoints, signing, the outbox, the dispatcher and the egress guard.
 
-The platform publishes its own domain events with `emit` after registering their type
-with `core.events.register_event_type`.
+The platform publishes its own domain events with `emit` (or `POST /v1/events`) after
+registering their type in the catalog (`register_event_type`, `python -m core events
+register`).
 """
 
 from __future__ import annotations
 
+import importlib
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from core import outbox
-from core.clock import resolve
 from core.config import Settings
-from core.errors import ValidationError
-from core.events import subscribable_events
-from core.webhooks.config import WebhookConfig
-from core.webhooks.dispatcher import Dispatcher, EmbeddedWorker, deliver_due
-from core.webhooks.monitor import (
-    AttemptView,
-    EndpointStats,
-    deliver_test,
-    endpoint_stats,
-    list_attempts,
-    prune,
-    queue_test,
-    recover,
-    replay,
-    send_test,
+from core.webhooks.catalog import (
+    EventTypeView,
+    Published,
+    list_event_types,
+    publish_event,
+    register_event_type,
+    subscribable_events,
 )
-from core.webhooks.service import (
-    EndpointView,
-    create_endpoint,
-    delete_endpoint,
-    get_endpoint,
-    list_endpoints,
-    rotate_secret,
-    update_endpoint,
-)
+
+if TYPE_CHECKING:
+    from core.webhooks.config import WebhookConfig
+    from core.webhooks.dispatcher import Dispatcher, EmbeddedWorker, deliver_due
+    from core.webhooks.monitor import (
+        AttemptView,
+        EndpointStats,
+        deliver_test,
+        endpoint_stats,
+        list_attempts,
+        prune,
+        queue_test,
+        recover,
+        replay,
+        send_test,
+    )
+    from core.webhooks.service import (
+        EndpointView,
+        create_endpoint,
+        delete_endpoint,
+        get_endpoint,
+        list_endpoints,
+        rotate_secret,
+        update_endpoint,
+    )
+
+# Loaded on first use: the delivery side pulls in the HTTP client, which a process that
+# only publishes events (`serve`) never needs.
+_LAZY = {
+    "WebhookConfig": "config",
+    **dict.fromkeys(("Dispatcher", "EmbeddedWorker", "deliver_due"), "dispatcher"),
+    **dict.fromkeys(
+        (
+            "AttemptView",
+            "EndpointStats",
+            "deliver_test",
+            "endpoint_stats",
+            "list_attempts",
+            "prune",
+            "queue_test",
+            "recover",
+            "replay",
+            "send_test",
+        ),
+        "monitor",
+    ),
+    **dict.fromkeys(
+        (
+            "EndpointView",
+            "create_endpoint",
+            "delete_endpoint",
+            "get_endpoint",
+            "list_endpoints",
+            "rotate_secret",
+            "update_endpoint",
+        ),
+        "service",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'core.webhooks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"core.webhooks.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 def start_embedded_worker(engine: Engine, settings: Settings) -> EmbeddedWorker | None:
@@ -48,6 +99,9 @@ def start_embedded_worker(engine: Engine, settings: Settings) -> EmbeddedWorker 
     Return the running worker (call `.stop()` at shutdown), or None when
     INTEGRATION_EMBEDDED_WORKER=0 says a separate `python -m core worker` does the job.
     """
+    from core.webhooks.config import WebhookConfig
+    from core.webhooks.dispatcher import EmbeddedWorker
+
     config = WebhookConfig.from_env(settings)
     if not config.embedded_worker:
         return None
@@ -60,21 +114,19 @@ def emit(
     event_type: str,
     data: dict[str, Any],
     *,
+    idempotency_key: str | None = None,
     now: datetime | None = None,
 ) -> list[str]:
-    """Publish a platform event in the caller's transaction; return the message ids written.
+    """Publish a registered platform event in the caller's transaction; return the ids of
+    the messages written (those of the first publication for a repeated idempotency key).
 
-    Raise ValidationError for an unregistered type, data that is not JSON, too large
-    (64 KiB), or that carries a field named like a secret.
+    Raise UnknownEventType for an unregistered type, InvalidEventData when the data does
+    not match the type's schema, ValidationError for data that is not JSON, too large
+    (64 KiB), or that carries a field named like a secret; see `publish_event`.
     """
-    if event_type not in subscribable_events():
-        raise ValidationError(
-            f"event type {event_type!r} is not registered: call register_event_type first",
-            field="type",
-        )
-    if not isinstance(data, dict):
-        raise ValidationError("event data must be a JSON object", field="data")
-    return outbox.publish(session, org_id, event_type, data, now=resolve(now))
+    return publish_event(
+        session, org_id, event_type, data, idempotency_key=idempotency_key, now=now
+    ).message_ids
 
 
 __all__ = [
@@ -83,6 +135,8 @@ __all__ = [
     "EmbeddedWorker",
     "EndpointStats",
     "EndpointView",
+    "EventTypeView",
+    "Published",
     "WebhookConfig",
     "create_endpoint",
     "delete_endpoint",
@@ -93,12 +147,16 @@ __all__ = [
     "get_endpoint",
     "list_attempts",
     "list_endpoints",
+    "list_event_types",
     "prune",
+    "publish_event",
     "queue_test",
     "recover",
+    "register_event_type",
     "replay",
     "rotate_secret",
     "send_test",
     "start_embedded_worker",
+    "subscribable_events",
     "update_endpoint",
 ]

@@ -1,11 +1,12 @@
-"""Webhook endpoints, the outbox of messages to deliver, and the log of delivery attempts."""
+"""Webhook endpoints, the outbox of messages to deliver, the log of delivery attempts, and the
+catalog of the platform's own event types with the record of idempotent publications."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base
@@ -89,3 +90,37 @@ class WebhookAttempt(Base):
     response_excerpt: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(String(500))
     trigger: Mapped[str] = mapped_column(String(16), default="scheduled")
+
+
+class EventTypeDef(Base):
+    """A platform event type endpoints may subscribe to and the platform may publish."""
+
+    __tablename__ = "event_types"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(String(300), default="")
+    # The JSON Schema every event's `data` must match; None accepts any JSON object.
+    data_schema: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class EventPublication(Base):
+    """An event published with an idempotency key: the unique (org, key) pair makes a
+    concurrent or repeated request with the same key publish once."""
+
+    __tablename__ = "event_publications"
+    __table_args__ = (
+        UniqueConstraint("org_id", "idempotency_key"),
+        Index("ix_event_publications_created_at", "created_at"),
+    )
+
+    event_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    event_type: Mapped[str] = mapped_column(String(64))
+    # SHA-256 of the type and data: the same key sent with another event is refused.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    # {"ids": [...]}: the messages the publication wrote, answered again to a repeat.
+    message_ids: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]

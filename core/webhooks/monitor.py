@@ -23,7 +23,7 @@ from core.events import EventType
 from core.ids import new_id
 from core.orgs.models import Organization
 from core.orgs.permissions import Actor, Permission
-from core.webhooks import delivery
+from core.webhooks import catalog, delivery
 from core.webhooks.config import WebhookConfig
 from core.webhooks.dispatcher import live_secrets
 from core.webhooks.models import MessageStatus, WebhookAttempt, WebhookEndpoint, WebhookMessage
@@ -311,7 +311,9 @@ def endpoint_stats(
 
 
 def prune(session: Session, *, retention_days: int, now: datetime | None = None) -> int:
-    """Delete attempts, and finished messages, older than the retention; return attempts deleted."""
+    """Delete attempts, and finished messages, older than the retention, and idempotency
+    records past their 24 hours; return the attempts deleted."""
+    catalog.prune_publications(session, now=now)
     cutoff = resolve(now) - timedelta(days=retention_days)
     result = session.execute(delete(WebhookAttempt).where(WebhookAttempt.attempted_at < cutoff))
     session.execute(

@@ -17,10 +17,11 @@ from core import validation
 from core.audit import service as audit
 from core.clock import iso, resolve
 from core.errors import Conflict, NotFound, ValidationError
-from core.events import EventType, subscribable_events
+from core.events import EventType
 from core.ids import new_id
 from core.orgs.permissions import Actor, Permission, check
 from core.webhooks import egress, health, signing
+from core.webhooks.catalog import subscribable_events
 from core.webhooks.config import WebhookConfig
 from core.webhooks.models import WebhookAttempt, WebhookEndpoint, WebhookMessage
 
@@ -74,13 +75,14 @@ def _view(e: WebhookEndpoint) -> EndpointView:
     )
 
 
-def parse_events(value: str | list[str] | tuple[str, ...]) -> list[str]:
-    """Return the distinct event types named (a list or comma-separated text); raise if unknown."""
+def parse_events(session: Session, value: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Return the distinct event types named (a list or comma-separated text); raise
+    ValidationError if one is neither built in nor in the catalog."""
     items = value.split(",") if isinstance(value, str) else list(value)
     names = [str(v).strip() for v in items if str(v).strip()]
     if not names:
         raise ValidationError("subscribe to at least one event type", field="events")
-    known = subscribable_events()
+    known = subscribable_events(session)
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValidationError(
@@ -142,7 +144,7 @@ def create_endpoint(
     clean_url = egress.validate_url(
         url, allow_http=config.allow_http, allow_private=config.allow_private
     )
-    types = parse_events(events)
+    types = parse_events(session, events)
     text = _description(description)
     count = session.execute(
         select(func.count()).select_from(WebhookEndpoint).where(WebhookEndpoint.org_id == org_id)
@@ -219,7 +221,7 @@ def update_endpoint(
             changes["url"] = [endpoint.url, clean]
             endpoint.url = clean
     if events is not None:
-        types = parse_events(events)
+        types = parse_events(session, events)
         old = (endpoint.event_types or {}).get("types", [])
         if types != old:
             changes["events"] = [old, types]
