@@ -221,7 +221,10 @@ def test_exports_are_audited_with_their_filters(
 @pytest.mark.parametrize(
     ("filters", "message"),
     [
-        (audit.AuditFilter(action="api_key.revokd"), "valid actions: api_key.created"),
+        (
+            audit.AuditFilter(action="api_key.revokd"),
+            r"unknown action .api_key.revokd.; valid actions: .*api_key.revoked, ",
+        ),
         (audit.AuditFilter(actor_email="nobody@example.com"), "actors in the log: admin@"),
         (
             audit.AuditFilter(
