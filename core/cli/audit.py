@@ -60,6 +60,7 @@ def register(sub: Any) -> None:
         "public-key", help="print the public key that verifies checkpoints and exports (PEM)"
     )
     p.add_argument("--out", type=Path, help="write it to a file instead")
+    add_json_flag(p)
     p.set_defaults(handler=cmd_public_key)
 
     p = group.add_parser("export", help="write the audit log to a file")
@@ -142,6 +143,9 @@ def cmd_public_key(args: argparse.Namespace) -> int:
     pem = public_key_pem(keyring.current.public_key)
     if args.out:
         args.out.write_text(pem)
+    if args.json:
+        print_json({"key_id": keyring.current.id, "public_key": pem, "out": args.out})
+    elif args.out:
         print(f"Wrote the public key {keyring.current.id} to {args.out}")
     else:
         sys.stdout.write(pem)

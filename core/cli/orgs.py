@@ -105,6 +105,7 @@ def register(sub: Any) -> None:
     p.add_argument("email")
     p.add_argument("--password-stdin", action="store_true")
     p.add_argument("--by", metavar="EMAIL", help=argparse.SUPPRESS)  # refused: operator only
+    add_json_flag(p)
     p.set_defaults(handler=cmd_users_set_password)
 
     for name, text in (
@@ -358,7 +359,10 @@ def cmd_users_set_password(args: argparse.Namespace) -> int:
     password = read_password(args)
     with session() as s, s.begin():
         user = users.set_password(s, operator, args.email, password)
-    print(f"Password set for {user.email}; their sessions have ended")
+    if args.json:
+        print_json({"email": user.email, "password_set": True, "sessions_ended": True})
+    else:
+        print(f"Password set for {user.email}; their sessions have ended")
     return 0
 
 
